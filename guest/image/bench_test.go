@@ -1,0 +1,145 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/sirupsen/logrus"
+)
+
+// benchImage pushes an image of layers×filesPerLayer files of 1 MiB each
+// (half-compressible bytes, compressed per mt) to a registry whose blobs live on disk,
+// and returns the reference and the uncompressed size in bytes. The layer
+// bytes built here are dropped before returning, so they do not count in
+// the heap measured during the pull.
+func benchImage(b *testing.B, reg *testRegistry, mt types.MediaType, layers, filesPerLayer int) (string, int64) {
+	b.Helper()
+	rng := rand.New(rand.NewChaCha8([32]byte{1}))
+	var ls []*testLayer
+	var size int64
+	for i := range layers {
+		var es []entry
+		es = append(es, dir(fmt.Sprintf("l%d/", i), 0o755))
+		for j := range filesPerLayer {
+			body := make([]byte, 1<<20)
+			for k := range body {
+				body[k] = 'a' + byte(rng.IntN(16))
+			}
+			es = append(es, file(fmt.Sprintf("l%d/f%d", i, j), 0o644, string(body)))
+		}
+		l := newLayer(b, mt, tarOf(b, es...))
+		size += int64(len(l.tar))
+		ls = append(ls, l)
+	}
+	ref := reg.host + "/bench/img:latest"
+	reg.push(b, ref, imageOf(b, runtime.GOARCH, ls...))
+	return ref, size
+}
+
+// heapSampler records the peak of HeapInuse (runtime/metrics heap objects
+// plus unused heap spans, read without stopping the world) every 500 µs.
+type heapSampler struct {
+	stop chan struct{}
+	done sync.WaitGroup
+	peak uint64 // bytes
+}
+
+func heapInuse(s []metrics.Sample) uint64 {
+	metrics.Read(s)
+	return s[0].Value.Uint64() + s[1].Value.Uint64()
+}
+
+func newHeapSamples() []metrics.Sample {
+	return []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
+}
+
+func startHeapSampler() *heapSampler {
+	h := &heapSampler{stop: make(chan struct{})}
+	h.done.Add(1)
+	go func() {
+		defer h.done.Done()
+		s := newHeapSamples()
+		tk := time.NewTicker(500 * time.Microsecond)
+		defer tk.Stop()
+		for {
+			if v := heapInuse(s); v > h.peak {
+				h.peak = v
+			}
+			select {
+			case <-h.stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return h
+}
+
+func (h *heapSampler) finish() uint64 {
+	close(h.stop)
+	h.done.Wait()
+	return h.peak
+}
+
+// BenchmarkPull pulls generated 16 MiB and 64 MiB gzip and zstd images from an
+// in-process registry (blobs on disk) into a fresh rootfs per iteration. It
+// reports MB/s of uncompressed image content, peak-heap-MiB (peak HeapInuse
+// during the pulls, which includes the in-process registry's serving) and
+// base-heap-MiB (HeapInuse just before). A streaming pull shows the same
+// peak for both sizes.
+func BenchmarkPull(b *testing.B) {
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	ctx := log.WithLogger(context.Background(), logrus.NewEntry(quiet))
+	for _, tc := range []struct {
+		name string
+		mt   types.MediaType
+		mib  int
+	}{
+		{"16MiB-gzip", types.OCILayer, 16},
+		{"64MiB-gzip", types.OCILayer, 64},
+		{"64MiB-zstd", types.OCILayerZStd, 64},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			reg := startRegistry(b, false, b.TempDir())
+			ref, size := benchImage(b, reg, tc.mt, 4, tc.mib/4)
+			req := Request{Reference: ref, Registry: RegistryConfig{Insecure: []string{reg.host}}}
+			runtime.GC()
+			debug.FreeOSMemory()
+			base := heapInuse(newHeapSamples())
+			work := b.TempDir()
+
+			b.SetBytes(size)
+			b.ReportAllocs()
+			hs := startHeapSampler()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				rootfs := filepath.Join(work, fmt.Sprint(i))
+				if _, err := Pull(ctx, req, rootfs); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := os.RemoveAll(rootfs); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			peak := hs.finish()
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+			b.ReportMetric(float64(base)/(1<<20), "base-heap-MiB")
+		})
+	}
+}
