@@ -1,0 +1,173 @@
+// Package sysinit is what the guest agent does first as PID 1: leave the
+// initramfs root (SwitchRoot), then mount the kernel file systems, load the
+// kernel modules, read the cc.* kernel command line and configure the
+// network (Setup). PowerOff ends the VM.
+//
+// Typical use in the agent's main:
+//
+//	if !sysinit.RootSwitched() {
+//		err := sysinit.SwitchRoot(ctx) // returns only on error
+//		… report err, sysinit.PowerOff()
+//	}
+//	info, err := sysinit.Setup(ctx, sysinit.Options{})
+package sysinit
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultLinkTimeout is how long Setup waits for a network interface when
+// Options.LinkTimeout is 0.
+const DefaultLinkTimeout = 5 * time.Second
+
+// defaultPath is the PATH Setup sets when the kernel passed none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Options configures Setup. The zero value is the normal configuration.
+type Options struct {
+	// LinkTimeout bounds the wait for a network interface to appear and
+	// get its carrier when cc.net is set; DefaultLinkTimeout if 0.
+	LinkTimeout time.Duration
+	// Hostname, if set, becomes the kernel hostname and is added to
+	// /etc/hosts.
+	Hostname string
+}
+
+// Info describes the system Setup prepared.
+type Info struct {
+	// Cmdline holds the parsed cc.* kernel parameters.
+	Cmdline Cmdline
+	// KernelRelease is `uname -r` ("6.1.0-57-cloud-amd64").
+	KernelRelease string
+	// Modules has one result per line of the module list, in load order.
+	Modules []ModuleResult
+	// Link is the interface configured from cc.net ("eth0"); "" without cc.net.
+	Link string
+}
+
+// FailedModules returns the results whose Err is set.
+func (i *Info) FailedModules() []ModuleResult {
+	var out []ModuleResult
+	for _, m := range i.Modules {
+		if m.Err != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Setup prepares the guest for the agent and runc, in this order:
+//
+//  1. mounts devtmpfs /dev, proc /proc, sysfs /sys and cgroup2
+//     /sys/fs/cgroup (already mounted is fine);
+//  2. sets PATH to a standard value if the kernel passed none;
+//  3. parses /proc/cmdline (ParseCmdline);
+//  4. loads the modules in /lib/modules/<release>/coffer.load in order;
+//  5. sets the hostname if Options.Hostname is set, and writes /etc/hosts;
+//  6. brings lo up and, with cc.net, waits for the first other interface,
+//     gives it the address, sets it up, adds the default route, waits for
+//     its carrier (IFF_LOWER_UP) and writes /etc/resolv.conf.
+//
+// A module that fails to load does not fail Setup: it is logged and reported
+// in Info.Modules, and the caller decides whether it matters. Setup returns
+// an error naming the step for everything else: a failed mount, a bad cc.*
+// key (errdefs.ErrInvalidArgument), a missing module list, or a network
+// interface that does not appear in time (errdefs.ErrUnavailable, listing
+// module failures).
+func Setup(ctx context.Context, opts Options) (*Info, error) {
+	if opts.LinkTimeout == 0 {
+		opts.LinkTimeout = DefaultLinkTimeout
+	}
+	logger := log.G(ctx)
+	if err := mountEarly(); err != nil {
+		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	if err := cgroupMount().do(); err != nil {
+		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	if os.Getenv("PATH") == "" {
+		if err := os.Setenv("PATH", defaultPath); err != nil {
+			return nil, fmt.Errorf("system setup: set PATH: %w", err)
+		}
+	}
+
+	raw, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return nil, fmt.Errorf("system setup: read kernel command line: %w", err)
+	}
+	cmdline, err := ParseCmdline(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	info := &Info{Cmdline: cmdline}
+
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return nil, fmt.Errorf("system setup: uname: %w", err)
+	}
+	info.KernelRelease = unix.ByteSliceToString(uts.Release[:])
+	start := time.Now()
+	info.Modules, err = loadModules(filepath.Join("/lib/modules", info.KernelRelease))
+	if err != nil {
+		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	for _, m := range info.FailedModules() {
+		logger.WithError(m.Err).WithField("module", m.Path).Warn("kernel module failed to load")
+	}
+	logger.WithField("count", len(info.Modules)).WithField("elapsed", time.Since(start)).Debug("kernel modules loaded")
+
+	if opts.Hostname != "" {
+		if err := unix.Sethostname([]byte(opts.Hostname)); err != nil {
+			return nil, fmt.Errorf("system setup: set hostname %q: %w", opts.Hostname, err)
+		}
+	}
+	if err := writeHosts(opts.Hostname); err != nil {
+		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	netStart := time.Now()
+	info.Link, err = setupNetwork(ctx, cmdline.Net, opts.LinkTimeout, info.Modules)
+	if err != nil {
+		return nil, fmt.Errorf("system setup: network: %w", err)
+	}
+	if err := writeResolvConf(cmdline.Net); err != nil {
+		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	if info.Link != "" {
+		logger.WithField("link", info.Link).WithField("address", cmdline.Net.Address).WithField("elapsed", time.Since(netStart)).Debug("network configured")
+	}
+	return info, nil
+}
+
+// String summarises i in one line for logs, e.g.
+// "kernel 6.1.0-57-cloud-amd64, 14 modules (0 failed), link eth0, transport vsock:1024".
+func (i *Info) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kernel %s, %d modules (%d failed)", i.KernelRelease, len(i.Modules), len(i.FailedModules()))
+	if i.Link != "" {
+		fmt.Fprintf(&b, ", link %s", i.Link)
+	}
+	if t := i.Cmdline.Transport.String(); t != "" {
+		fmt.Fprintf(&b, ", transport %s", t)
+	}
+	return b.String()
+}
+
+// PowerOff flushes file system buffers and powers the machine off with
+// reboot(LINUX_REBOOT_CMD_POWER_OFF); QEMU then exits. It returns only on
+// failure, with the error (EPERM when not root or not in the initial user
+// namespace).
+func PowerOff() error {
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		return fmt.Errorf("power off: %w", err)
+	}
+	return nil
+}
