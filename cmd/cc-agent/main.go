@@ -1,0 +1,119 @@
+// Command cc-agent is PID 1 of a Coffer guest: it prepares the system,
+// then serves the agent API to the shim over vsock or virtio-serial.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+
+	"github.com/cofferhq/coffer/guest/agent"
+	"github.com/cofferhq/coffer/guest/image"
+	"github.com/cofferhq/coffer/guest/sysinit"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/vmm/bootlog"
+)
+
+// version is cc-agent's version, reported by Health.
+const version = "v0.1.0"
+
+func main() {
+	fmt.Println(bootlog.AgentStarting)
+	if err := run(); err != nil {
+		fmt.Printf("%s %v\n", bootlog.AgentFatal, err)
+	}
+	// PID 1 must never exit (the kernel would panic): power off instead.
+	time.Sleep(200 * time.Millisecond)
+	if err := sysinit.PowerOff(); err != nil {
+		fmt.Printf("%s power off: %v\n", bootlog.AgentFatal, err)
+	}
+	select {}
+}
+
+func run() error {
+	if os.Getpid() != 1 {
+		return fmt.Errorf("cc-agent must run as PID 1 inside a Coffer guest (it is PID %d)", os.Getpid())
+	}
+	logger := logrus.New()
+	logger.SetOutput(os.Stdout)
+	logger.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true})
+	entry := logrus.NewEntry(logger).WithField("component", "cc-agent")
+	ctx := log.WithLogger(context.Background(), entry)
+
+	if !sysinit.RootSwitched() {
+		// Returns only on error; on success init runs again on a tmpfs root.
+		return sysinit.SwitchRoot(ctx)
+	}
+	info, err := sysinit.Setup(ctx, sysinit.Options{})
+	if err != nil {
+		return err
+	}
+	if info.Cmdline.Debug {
+		logger.SetLevel(logrus.DebugLevel)
+	}
+	for _, m := range info.FailedModules() {
+		entry.WithError(m.Err).Warnf("kernel module %s did not load", m.Path)
+	}
+	l, kind, err := listen(ctx, info.Cmdline.Transport)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Options{
+		Puller:   agent.PullerFunc(image.Pull),
+		PowerOff: func() { _ = sysinit.PowerOff() },
+		Version:  version,
+		Log:      entry,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s on %s (kernel %s)\n", bootlog.AgentListening, kind, info.KernelRelease)
+	return a.Serve(ctx, l)
+}
+
+// listen opens the agent transport the kernel command line names
+// (cc.transport), or else virtio-serial when the host attached the agent
+// port and vsock otherwise.
+func listen(ctx context.Context, t sysinit.Transport) (net.Listener, string, error) {
+	kind := t.Kind
+	if kind == "" {
+		kind = sysinit.TransportVsock
+		if hasVirtioPort(transport.VirtioSerialPortName) {
+			kind = sysinit.TransportVirtioSerial
+		}
+	}
+	switch kind {
+	case sysinit.TransportVirtioSerial:
+		name := t.PortName
+		if name == "" {
+			name = transport.VirtioSerialPortName
+		}
+		l, err := transport.ListenVirtioSerial(ctx, name)
+		return l, "virtio-serial port " + name, err
+	default:
+		port := t.Port
+		if port == 0 {
+			port = transport.DefaultVsockPort
+		}
+		l, err := transport.ListenVsock(port)
+		return l, fmt.Sprintf("vsock port %d", port), err
+	}
+}
+
+// hasVirtioPort reports whether a virtio-serial port with this name exists.
+func hasVirtioPort(name string) bool {
+	names, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+	for _, n := range names {
+		if b, err := os.ReadFile(n); err == nil && strings.TrimSpace(string(b)) == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,240 @@
+package shim
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/vmm"
+)
+
+// DefaultConfigPath is where the shim reads its config when containerd's
+// runtime options carry no ConfigPath.
+const DefaultConfigPath = "/etc/coffer/cc.toml"
+
+// Config is the shim's configuration file (configs/cc.toml documents every
+// key). Zero values mean "use the default" listed on each field.
+type Config struct {
+	Hypervisor HypervisorConfig `toml:"hypervisor"`
+	Agent      AgentConfig      `toml:"agent"`
+	Network    NetworkConfig    `toml:"network"`
+	Registry   RegistryConfig   `toml:"registry"`
+}
+
+// HypervisorConfig selects and sizes the VM.
+type HypervisorConfig struct {
+	// VMM is the virtual machine monitor: "qemu" (default).
+	VMM string `toml:"vmm"`
+	// Binary is the VMM executable (default "qemu-system-x86_64" from PATH).
+	Binary string `toml:"binary"`
+	// Accel is "kvm", "tcg" or "auto" (default; see vmm.ResolveAccel).
+	Accel string `toml:"accel"`
+	// VCPUs is the number of virtual CPUs (default 1).
+	VCPUs int `toml:"vcpus"`
+	// MemoryMiB is guest RAM in MiB (default 512). The container rootfs
+	// lives in guest RAM, so size it for the image plus the workload.
+	MemoryMiB int `toml:"memory_mib"`
+	// GuestDir holds the guest build (vmlinuz, initrd.img, manifest.json).
+	// Default: "../guest" relative to the shim binary, which is the layout
+	// `make` produces (build/bin, build/guest).
+	GuestDir string `toml:"guest_dir"`
+	// KernelPath overrides GuestDir/vmlinuz.
+	KernelPath string `toml:"kernel_path"`
+	// InitrdPath overrides GuestDir/initrd.img.
+	InitrdPath string `toml:"initrd_path"`
+	// KernelCmdline replaces the guest build's default kernel command line
+	// (manifest.json "cmdline"). Leave empty to use the default.
+	KernelCmdline string `toml:"kernel_cmdline"`
+	// FirmwarePath is the firmware (-bios) for SNP/TDX guests.
+	FirmwarePath string `toml:"firmware_path"`
+	// TEE is "none" (default), "sim", "snp" or "tdx".
+	TEE string `toml:"tee"`
+}
+
+// AgentConfig says how the shim reaches cc-agent.
+type AgentConfig struct {
+	// Transport is "auto" (default: vsock when /dev/vhost-vsock exists,
+	// virtio-serial otherwise), "vsock" or "virtio-serial".
+	Transport string `toml:"transport"`
+	// VsockPort is the agent's vsock port (default 1024).
+	VsockPort uint32 `toml:"vsock_port"`
+	// BootTimeout bounds VM start until the agent answers (default "60s").
+	BootTimeout Duration `toml:"boot_timeout"`
+	// PullTimeout bounds the in-guest image pull (default "10m").
+	PullTimeout Duration `toml:"pull_timeout"`
+}
+
+// NetworkConfig is the guest's network.
+type NetworkConfig struct {
+	// Mode is "user" (default: QEMU user-mode networking) or "none".
+	Mode string `toml:"mode"`
+	// Unrestricted lets the guest open connections to any address the host
+	// can reach. Default false: the guest reaches only Forwards.
+	Unrestricted bool `toml:"unrestricted"`
+	// Forwards are host "ip:port" endpoints (typically a registry on the
+	// host's loopback) the guest may reach. Each gets a guest address
+	// 10.0.2.100, 10.0.2.101, ... with the same port, through a QEMU
+	// guestfwd; image references naming the host endpoint are dialed there.
+	Forwards []string `toml:"forwards"`
+}
+
+// RegistryConfig is how the guest reaches registries.
+type RegistryConfig struct {
+	// Insecure lists registry hosts ("host:port") reached over plain HTTP.
+	// All others use TLS.
+	Insecure []string `toml:"insecure"`
+	// CAFiles are PEM files with extra CAs trusted for registry TLS.
+	CAFiles []string `toml:"ca_files"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: want e.g. \"30s\" or \"5m\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText formats the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// LoadConfig reads the TOML config at path. An empty path reads
+// DefaultConfigPath if it exists and uses the built-in defaults otherwise.
+// Unknown keys are an error naming the key, so a typo never silently falls
+// back to a default.
+func LoadConfig(path string) (*Config, error) {
+	cfg := &Config{}
+	explicit := path != ""
+	if !explicit {
+		path = DefaultConfigPath
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
+		if err := dec.Decode(cfg); err != nil {
+			var sm *toml.StrictMissingError
+			if errors.As(err, &sm) {
+				return nil, fmt.Errorf("shim config %s: unknown key(s):\n%s", path, sm.String())
+			}
+			var de *toml.DecodeError
+			if errors.As(err, &de) {
+				row, col := de.Position()
+				return nil, fmt.Errorf("shim config %s: line %d column %d: %v", path, row, col, de)
+			}
+			return nil, fmt.Errorf("shim config %s: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+	default:
+		return nil, fmt.Errorf("read shim config: %w", err)
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("shim config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// setDefaults fills zero values and validates what can be checked without
+// touching the guest files (the VMM config validates those at Create).
+func (c *Config) setDefaults() error {
+	h := &c.Hypervisor
+	if h.VMM == "" {
+		h.VMM = "qemu"
+	}
+	if h.VMM != "qemu" {
+		return fmt.Errorf("hypervisor.vmm %q is not supported: use \"qemu\"", h.VMM)
+	}
+	if h.Binary == "" {
+		h.Binary = "qemu-system-x86_64"
+	}
+	if h.Accel == "" {
+		h.Accel = string(vmm.AccelAuto)
+	}
+	switch vmm.Accel(h.Accel) {
+	case vmm.AccelAuto, vmm.AccelKVM, vmm.AccelTCG:
+	default:
+		return fmt.Errorf("hypervisor.accel %q: want \"auto\", \"kvm\" or \"tcg\"", h.Accel)
+	}
+	if h.VCPUs == 0 {
+		h.VCPUs = 1
+	}
+	if h.MemoryMiB == 0 {
+		h.MemoryMiB = 512
+	}
+	if h.TEE == "" {
+		h.TEE = string(vmm.TEENone)
+	}
+	switch vmm.TEEKind(h.TEE) {
+	case vmm.TEENone:
+	case vmm.TEESim, vmm.TEESNP, vmm.TEETDX:
+		return fmt.Errorf("hypervisor.tee %q is not available in this release: use \"none\"", h.TEE)
+	default:
+		return fmt.Errorf("hypervisor.tee %q: want \"none\", \"sim\", \"snp\" or \"tdx\"", h.TEE)
+	}
+	if h.GuestDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("locate shim binary for the default guest_dir: %w", err)
+		}
+		h.GuestDir = filepath.Join(filepath.Dir(exe), "..", "guest")
+	}
+	if h.KernelPath == "" {
+		h.KernelPath = filepath.Join(h.GuestDir, "vmlinuz")
+	}
+	if h.InitrdPath == "" {
+		h.InitrdPath = filepath.Join(h.GuestDir, "initrd.img")
+	}
+
+	a := &c.Agent
+	if a.Transport == "" {
+		a.Transport = string(transport.KindAuto)
+	}
+	switch transport.Kind(a.Transport) {
+	case transport.KindAuto, transport.KindVsock, transport.KindVirtioSerial:
+	default:
+		return fmt.Errorf("agent.transport %q: want \"auto\", \"vsock\" or \"virtio-serial\"", a.Transport)
+	}
+	if a.VsockPort == 0 {
+		a.VsockPort = transport.DefaultVsockPort
+	}
+	if a.BootTimeout == 0 {
+		a.BootTimeout = Duration(60 * time.Second)
+	}
+	if a.PullTimeout == 0 {
+		a.PullTimeout = Duration(10 * time.Minute)
+	}
+
+	n := &c.Network
+	if n.Mode == "" {
+		n.Mode = "user"
+	}
+	if n.Mode != "user" && n.Mode != "none" {
+		return fmt.Errorf("network.mode %q: want \"user\" or \"none\"", n.Mode)
+	}
+	for _, f := range n.Forwards {
+		host, port, err := net.SplitHostPort(f)
+		if err != nil || net.ParseIP(host) == nil {
+			return fmt.Errorf("network.forwards entry %q: want a host \"ip:port\" such as \"127.0.0.1:5000\"", f)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("network.forwards entry %q: port must be 1-65535", f)
+		}
+	}
+	if len(n.Forwards) > 100 {
+		return fmt.Errorf("network.forwards has %d entries, at most 100 are supported", len(n.Forwards))
+	}
+	return nil
+}

@@ -1,0 +1,338 @@
+package shim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	agent "github.com/cofferhq/coffer/api/agent/v1"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/vmm"
+	"github.com/cofferhq/coffer/vmm/bootlog"
+	"github.com/cofferhq/coffer/vmm/qemu"
+)
+
+// StateRoot holds one directory per sandbox VM: QMP and agent sockets,
+// console.log, qemu.pid. Paths are short because unix socket paths are
+// limited to 108 bytes.
+const StateRoot = "/run/cc"
+
+// AnnotationSandboxID is the OCI spec annotation CRI sets on every
+// container of a pod; containers with the same value share one VM.
+const AnnotationSandboxID = "io.kubernetes.cri.sandbox-id"
+
+// guestForwardBase is the last octet of the first guest address a
+// network.forwards entry gets (10.0.2.100, 10.0.2.101, ...).
+const guestForwardBase = 100
+
+// sandboxID is the VM a container belongs to: its pod, or itself.
+func sandboxID(containerID string, spec *specs.Spec) string {
+	if spec != nil && spec.Annotations[AnnotationSandboxID] != "" {
+		return spec.Annotations[AnnotationSandboxID]
+	}
+	return containerID
+}
+
+// sandboxStateDir is the state directory of sandbox id in namespace ns.
+func sandboxStateDir(ns, id string) string {
+	sum := sha256.Sum256([]byte(ns + "/" + id))
+	return filepath.Join(StateRoot, hex.EncodeToString(sum[:8]))
+}
+
+// sandbox is one running VM and the agent connection to it.
+type sandbox struct {
+	id       string
+	stateDir string
+	vm       vmm.VMM
+	dialer   transport.Dialer
+	client   *ttrpc.Client
+	agent    agent.TTRPCAgentService
+	registry *agent.RegistryConfig
+
+	// ctx ends when the sandbox is stopped.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Boot phase durations, for logs and `make bench`.
+	vmStarted  time.Duration
+	agentReady time.Duration
+}
+
+// guestManifest is the part of build/guest/manifest.json the shim reads.
+type guestManifest struct {
+	Cmdline string `json:"cmdline"`
+}
+
+// kernelCmdline is the configured command line, or the guest build's.
+func kernelCmdline(cfg *Config) (string, error) {
+	if cfg.Hypervisor.KernelCmdline != "" {
+		return cfg.Hypervisor.KernelCmdline, nil
+	}
+	p := filepath.Join(cfg.Hypervisor.GuestDir, "manifest.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("read guest manifest %s (for the default kernel command line): %w: run `make guest` or set hypervisor.kernel_cmdline", p, err)
+	}
+	var m guestManifest
+	if err := json.Unmarshal(b, &m); err != nil || m.Cmdline == "" {
+		return "", fmt.Errorf("guest manifest %s has no \"cmdline\": rebuild it with `make guest`", p)
+	}
+	return m.Cmdline, nil
+}
+
+// vmConfig turns the shim config into the VMM's typed config.
+func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind) (*vmm.Config, error) {
+	cmdline, err := kernelCmdline(cfg)
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("locate the shim binary for guest forwards: %w", err)
+	}
+	h := cfg.Hypervisor
+	vc := &vmm.Config{
+		Name:      "coffer-" + id,
+		StateDir:  stateDir,
+		Binary:    h.Binary,
+		VCPUs:     h.VCPUs,
+		MemoryMiB: h.MemoryMiB,
+		Kernel:    h.KernelPath,
+		Initrd:    h.InitrdPath,
+		Cmdline:   cmdline,
+		Firmware:  h.FirmwarePath,
+		Accel:     vmm.Accel(h.Accel),
+		TEE:       vmm.TEE{Kind: vmm.TEEKind(h.TEE)},
+		Network:   vmm.Network{Mode: vmm.NetworkMode(cfg.Network.Mode), Restrict: !cfg.Network.Unrestricted},
+	}
+	if cfg.Network.Mode == "user" {
+		for i, f := range cfg.Network.Forwards {
+			_, port, _ := net.SplitHostPort(f)
+			p, _ := strconv.Atoi(port)
+			vc.Network.Forwards = append(vc.Network.Forwards, vmm.Forward{
+				GuestIP:   fmt.Sprintf("10.0.2.%d", guestForwardBase+i),
+				GuestPort: p,
+				Command:   []string{exe, ForwardCommand, f},
+			})
+		}
+	}
+	switch kind {
+	case transport.KindVsock:
+		vc.Agent = vmm.Agent{Kind: vmm.AgentVsock, GuestCID: guestCID(stateDir)}
+	default:
+		vc.Agent = vmm.Agent{Kind: vmm.AgentVirtioSerial, SocketPath: filepath.Join(stateDir, "agent.sock")}
+	}
+	return vc, nil
+}
+
+// guestCID derives a vsock CID (3 .. 2^31) from the state directory.
+func guestCID(stateDir string) uint32 {
+	sum := sha256.Sum256([]byte(stateDir))
+	return 3 + (uint32(sum[0])<<24|uint32(sum[1])<<16|uint32(sum[2])<<8|uint32(sum[3]))%(1<<31-3)
+}
+
+// guestRegistry is the registry config sent to the guest: forwards become
+// dial rewrites for the host endpoints they stand for.
+func guestRegistry(cfg *Config) (*agent.RegistryConfig, error) {
+	rc := &agent.RegistryConfig{Insecure: cfg.Registry.Insecure, Endpoints: map[string]string{}}
+	for _, f := range cfg.Registry.CAFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("registry.ca_files: %w", err)
+		}
+		rc.CaPem = append(rc.CaPem, b)
+	}
+	for i, f := range cfg.Network.Forwards {
+		host, port, _ := net.SplitHostPort(f)
+		guest := net.JoinHostPort(fmt.Sprintf("10.0.2.%d", guestForwardBase+i), port)
+		rc.Endpoints[f] = guest
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			rc.Endpoints[net.JoinHostPort("localhost", port)] = guest
+		}
+	}
+	return rc, nil
+}
+
+// startSandbox boots the VM for sandbox id and connects to its agent. On
+// failure nothing is left running, and the error says how far the guest
+// got, read from its console log.
+func startSandbox(ctx context.Context, cfg *Config, ns, id string) (_ *sandbox, retErr error) {
+	stateDir := sandboxStateDir(ns, id)
+	if err := qemu.Cleanup(stateDir); err != nil {
+		log.G(ctx).WithError(err).Warn("clean up a stale VM state dir")
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create VM state dir: %w", err)
+	}
+	kind := transport.Resolve(transport.Kind(cfg.Agent.Transport))
+	vc, err := vmConfig(cfg, id, stateDir, kind)
+	if err != nil {
+		os.RemoveAll(stateDir)
+		return nil, err
+	}
+	reg, err := guestRegistry(cfg)
+	if err != nil {
+		os.RemoveAll(stateDir)
+		return nil, err
+	}
+	vm, err := qemu.New(vc)
+	if err != nil {
+		os.RemoveAll(stateDir)
+		return nil, fmt.Errorf("configure VM: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	sb := &sandbox{id: id, stateDir: stateDir, vm: vm, registry: reg, ctx: sctx, cancel: cancel}
+	defer func() {
+		if retErr != nil {
+			sb.stop(context.WithoutCancel(ctx))
+		}
+	}()
+
+	start := time.Now()
+	if err := vm.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start VM: %w", err)
+	}
+	sb.vmStarted = time.Since(start)
+
+	bootCtx, bootCancel := context.WithTimeout(ctx, time.Duration(cfg.Agent.BootTimeout))
+	defer bootCancel()
+	go func() {
+		// Give up on the agent at once if the VM dies while booting.
+		select {
+		case <-vm.Exited():
+			bootCancel()
+		case <-bootCtx.Done():
+		}
+	}()
+	if err := sb.connect(bootCtx, kind, vc, cfg.Agent.VsockPort); err != nil {
+		return nil, sb.bootError(err, time.Duration(cfg.Agent.BootTimeout))
+	}
+	sb.agentReady = time.Since(start)
+	log.G(ctx).WithFields(log.Fields{
+		"sandbox": id, "vm_start": sb.vmStarted, "agent_ready": sb.agentReady, "transport": kind,
+	}).Info("VM booted and cc-agent answered")
+	return sb, nil
+}
+
+// connect dials the agent and checks it answers Health.
+func (sb *sandbox) connect(ctx context.Context, kind transport.Kind, vc *vmm.Config, port uint32) error {
+	var err error
+	switch kind {
+	case transport.KindVsock:
+		sb.dialer, err = transport.ConnectVsock(ctx, vc.Agent.GuestCID, port)
+	default:
+		sb.dialer, err = transport.ConnectVirtioSerial(ctx, vc.Agent.SocketPath)
+	}
+	if err != nil {
+		return err
+	}
+	conn, err := sb.dialer.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("open the agent RPC channel: %w", err)
+	}
+	if err := agent.WriteChannel(conn, agent.ChannelRPC); err != nil {
+		conn.Close()
+		return fmt.Errorf("open the agent RPC channel: %w", err)
+	}
+	sb.client = ttrpc.NewClient(conn)
+	sb.agent = agent.NewTTRPCAgentClient(sb.client)
+	for {
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = sb.agent.Health(hctx, &agent.HealthRequest{})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("agent health check: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// bootError explains a failed boot from the VM's state and console log.
+func (sb *sandbox) bootError(err error, timeout time.Duration) error {
+	progress := bootlog.DescribeFile(sb.vm.ConsoleLogPath())
+	select {
+	case <-sb.vm.Exited():
+		return fmt.Errorf("the VM exited while booting (%v): %s", sb.vm.ExitError(), progress)
+	default:
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("cc-agent did not answer within %s (agent.boot_timeout): %s (%v)", timeout, progress, err)
+	}
+	return fmt.Errorf("connect to cc-agent: %v: %s", err, progress)
+}
+
+// dial opens a new raw stream connection to the agent.
+func (sb *sandbox) dial(ctx context.Context) (net.Conn, error) {
+	return sb.dialer.Dial(ctx)
+}
+
+// pull asks the agent to pull ref into container id's rootfs.
+func (sb *sandbox) pull(ctx context.Context, id string, ref imageRef, cfg *Config) (*agent.PullImageResponse, error) {
+	start := time.Now()
+	resp, err := sb.agent.PullImage(ctx, &agent.PullImageRequest{
+		ContainerId: id,
+		Reference:   ref.Name,
+		Digest:      ref.Digest,
+		Registry:    sb.registry,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("pull %s in the guest: not done within %s (agent.pull_timeout): %w", ref, time.Duration(cfg.Agent.PullTimeout), errgrpc.ToNative(err))
+		}
+		return nil, fmt.Errorf("pull %s in the guest: %w", ref, errgrpc.ToNative(err))
+	}
+	log.G(ctx).WithFields(log.Fields{
+		"image": ref.String(), "manifest": resp.GetManifestDigest(), "bytes": resp.GetBytesFetched(), "duration": time.Since(start),
+	}).Info("image pulled in the guest")
+	return resp, nil
+}
+
+// removeContainer is best-effort cleanup of a half-created container.
+func (sb *sandbox) removeContainer(ctx context.Context, id string) {
+	if _, err := sb.agent.RemoveContainer(ctx, &agent.RemoveContainerRequest{ContainerId: id}); err != nil {
+		log.G(ctx).WithError(err).Debug("remove half-created container")
+	}
+}
+
+// closeAgent drops the agent connection, failing every call in flight.
+func (sb *sandbox) closeAgent() {
+	if sb.client != nil {
+		sb.client.Close()
+	}
+	if sb.dialer != nil {
+		sb.dialer.Close()
+	}
+}
+
+// stop shuts the guest down (asking the agent first, briefly), stops the
+// VM, and removes the state directory. It is safe to call more than once.
+func (sb *sandbox) stop(ctx context.Context) error {
+	sb.cancel()
+	if sb.agent != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, _ = sb.agent.Shutdown(sctx, &agent.ShutdownRequest{})
+		cancel()
+	}
+	sb.closeAgent()
+	err := sb.vm.Stop(ctx)
+	if rerr := os.RemoveAll(sb.stateDir); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
+}
