@@ -1,0 +1,29 @@
+package integration
+
+import "fmt"
+
+// Every shim config key the end-to-end tests rely on is written here and
+// nowhere else (configs/cc.toml documents them).
+//
+// defaultShimConfig is the body every test starts from: empty, so the
+// shim uses its defaults, which find the guest that `make guest` built in
+// build/guest.
+const defaultShimConfig = ""
+
+// registryConfig returns the shim config body that lets the guest reach
+// the test registry at addr (a host loopback "ip:port") over plain HTTP.
+func registryConfig(addr string) string {
+	return fmt.Sprintf("[network]\nforwards = [%q]\n\n[registry]\ninsecure = [%q]\n", addr, addr)
+}
+
+// memoryConfig returns a shim config body that gives the guest mib MiB
+// of RAM.
+func memoryConfig(mib int) string {
+	return fmt.Sprintf("[hypervisor]\nmemory_mib = %d\n", mib)
+}
+
+// kernelConfig returns a shim config body that boots the guest kernel at
+// path.
+func kernelConfig(path string) string {
+	return fmt.Sprintf("[hypervisor]\nkernel_path = %q\n", path)
+}
