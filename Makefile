@@ -1,0 +1,89 @@
+# Coffer build, test and demo entry points. See README.md.
+SHELL := /bin/bash
+GO ?= go
+BUILD := $(CURDIR)/build
+BIN := $(BUILD)/bin
+GUEST := $(BUILD)/guest
+CACHE := $(BUILD)/cache
+export PATH := $(BIN):$(PATH)
+
+# Debian packages the build, the tests and the demo need.
+APT_PACKAGES := qemu-system-x86 runc busybox-static protobuf-compiler ca-certificates
+
+# Pinned third-party tools, built from tools/go.mod (tool directives).
+TOOLS := containerd ctr containerd-shim-runc-v2 registry protoc-gen-go protoc-gen-go-ttrpc
+TOOL_PKG_containerd := github.com/containerd/containerd/v2/cmd/containerd
+TOOL_PKG_ctr := github.com/containerd/containerd/v2/cmd/ctr
+TOOL_PKG_containerd-shim-runc-v2 := github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+TOOL_PKG_registry := github.com/distribution/distribution/v3/cmd/registry
+TOOL_PKG_protoc-gen-go := google.golang.org/protobuf/cmd/protoc-gen-go
+TOOL_PKG_protoc-gen-go-ttrpc := github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc
+
+GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*' -not -path './tools/*') go.mod go.sum
+
+.PHONY: all deps tools build guest generate test test-unit test-integration demo bench clean
+
+all: build guest
+
+## deps: install the Debian packages Coffer needs (root; skipped when present).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## tools: build the pinned containerd, ctr, runc shim, registry and protoc plugins.
+tools: $(addprefix $(BIN)/,$(TOOLS))
+
+$(BIN)/%: tools/go.mod tools/go.sum
+	@mkdir -p $(BIN)
+	cd tools && $(GO) build -o $@ $(TOOL_PKG_$*)
+
+## build: build Coffer's binaries.
+build: $(BIN)/containerd-shim-cc-v2 $(BIN)/ccctl $(BIN)/cc-agent
+
+$(BIN)/containerd-shim-cc-v2: $(GO_SOURCES)
+	$(GO) build -trimpath -o $@ ./cmd/containerd-shim-cc-v2
+
+$(BIN)/ccctl: $(GO_SOURCES)
+	$(GO) build -trimpath -o $@ ./cmd/ccctl
+
+# The agent is PID 1 in the guest: static, stripped, reproducible.
+$(BIN)/cc-agent: $(GO_SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -buildid=' -o $@ ./cmd/cc-agent
+
+## guest: build the guest kernel + initramfs into build/guest.
+guest: $(GUEST)/manifest.json
+
+$(GUEST)/manifest.json: $(BIN)/cc-agent $(BIN)/ccctl
+	$(BIN)/ccctl guest build --out $(GUEST) --cache $(CACHE) --agent $(BIN)/cc-agent
+
+## generate: regenerate api/agent/v1 from agent.proto with the pinned plugins.
+generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-ttrpc
+	protoc -I api/agent/v1 -I /usr/include \
+		--go_out=paths=source_relative:api/agent/v1 \
+		--go-ttrpc_out=paths=source_relative,prefix=TTRPC:api/agent/v1 \
+		api/agent/v1/agent.proto
+
+## test: unit tests, then the end-to-end tests (containerd + registry + QEMU).
+test: deps tools build guest
+	$(GO) vet ./...
+	COFFER_REQUIRE_E2E=1 $(GO) test -count=1 -timeout 40m ./...
+
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+test-integration: deps tools build guest
+	COFFER_REQUIRE_E2E=1 $(GO) test -count=1 -timeout 40m -v ./integration/...
+
+## demo: run a confidential container end to end in a scratch directory.
+demo: deps tools build guest
+	bash scripts/demo.sh
+
+## bench: print the performance figures recorded in docs/performance.md.
+bench: deps tools build guest
+	bash scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD)
