@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -58,7 +59,7 @@ func (manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 
 	socketDir := params.GetSocketDir()
 	if socketDir == "" {
-		socketDir = "/run/containerd/s"
+		socketDir = defaultSocketDir
 	}
 	address, err := cshim.CreateSocketAddress(ctx, socketDir, params.GetContainerdGrpcAddress(), group, false)
 	if err != nil {
@@ -124,6 +125,10 @@ func (manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	return result, nil
 }
 
+// defaultSocketDir is where containerd puts shim sockets when the
+// bootstrap parameters name no directory.
+const defaultSocketDir = "/run/containerd/s"
+
 // sandboxRecord is written into each bundle so that `delete` after a shim
 // crash finds the VM state directory.
 type sandboxRecord struct {
@@ -166,6 +171,7 @@ func (manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 		}
 		stateDir = sandboxStateDir(ns, sandboxID(id, spec))
 	}
+	removeShimSocket(ctx, bundle, id)
 	if err := qemu.Cleanup(stateDir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up the VM")
 	}
@@ -181,4 +187,31 @@ func (manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo
 		Name:    RuntimeName,
 		Version: &types.RuntimeVersion{Version: Version},
 	}, nil
+}
+
+// removeShimSocket removes the ttrpc socket a dead shim served, which
+// containerd does not remove itself. The address is derived exactly as
+// Start derived it: from the socket directory containerd gave (recorded by
+// pkg/shim in the bundle's "socket-dir" link), containerd's gRPC address
+// (the -address flag) and the sandbox ID.
+func removeShimSocket(ctx context.Context, bundle, id string) {
+	socketDir, _ := os.Readlink(filepath.Join(bundle, "socket-dir"))
+	if socketDir == "" {
+		socketDir = defaultSocketDir
+	}
+	grpcAddress := ""
+	if f := flag.Lookup("address"); f != nil {
+		grpcAddress = f.Value.String()
+	}
+	var spec *specs.Spec
+	if s, err := readSpec(bundle); err == nil {
+		spec = s
+	}
+	address, err := cshim.CreateSocketAddress(ctx, socketDir, grpcAddress, sandboxID(id, spec), false)
+	if err != nil {
+		return
+	}
+	if err := cshim.RemoveSocket(address); err != nil {
+		log.G(ctx).WithError(err).Warn("remove the dead shim's socket")
+	}
 }
