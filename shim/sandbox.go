@@ -326,6 +326,11 @@ func (sb *sandbox) stop(ctx context.Context) error {
 	sb.cancel()
 	if sb.agent != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if d, err := sb.agent.Diagnostics(sctx, &agent.DiagnosticsRequest{}); err == nil {
+			log.G(ctx).WithFields(log.Fields{
+				"sandbox": sb.id, "agent_rss_bytes": d.GetAgentRssBytes(), "agent_peak_rss_bytes": d.GetAgentPeakRssBytes(),
+			}).Info("stopping the VM")
+		}
 		_, _ = sb.agent.Shutdown(sctx, &agent.ShutdownRequest{})
 		cancel()
 	}

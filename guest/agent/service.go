@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	agent "github.com/cofferhq/coffer/api/agent/v1"
@@ -46,6 +48,7 @@ func (s *service) Diagnostics(context.Context, *agent.DiagnosticsRequest) (*agen
 		Mountinfo:  readOrError("/proc/self/mountinfo"),
 		Containers: make(map[string]string),
 	}
+	resp.AgentRssBytes, resp.AgentPeakRssBytes = selfRSS()
 	var u unix.Utsname
 	if err := unix.Uname(&u); err == nil {
 		resp.Kernel = unix.ByteSliceToString(u.Release[:])
@@ -173,4 +176,34 @@ func (s *service) Shutdown(ctx context.Context, _ *agent.ShutdownRequest) (*agen
 		return nil, errgrpc.ToGRPC(err)
 	}
 	return &agent.ShutdownResponse{}, nil
+}
+
+// selfRSS returns VmRSS and VmHWM of this process in bytes, 0 when
+// /proc/self/status cannot be read.
+func selfRSS() (rss, peak uint64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(val)
+		if len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch key {
+		case "VmRSS":
+			rss = n * 1024
+		case "VmHWM":
+			peak = n * 1024
+		}
+	}
+	return rss, peak
 }

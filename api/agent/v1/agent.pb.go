@@ -232,9 +232,13 @@ type DiagnosticsResponse struct {
 	// Container ID to status ("created", "running", "stopped").
 	Containers map[string]string `protobuf:"bytes,4,rep,name=containers,proto3" json:"containers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Kernel release (uname -r).
-	Kernel        string `protobuf:"bytes,5,opt,name=kernel,proto3" json:"kernel,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Kernel string `protobuf:"bytes,5,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// The agent's own resident set size now and at its peak, in bytes
+	// (VmRSS and VmHWM of /proc/self/status).
+	AgentRssBytes     uint64 `protobuf:"varint,6,opt,name=agent_rss_bytes,json=agentRssBytes,proto3" json:"agent_rss_bytes,omitempty"`
+	AgentPeakRssBytes uint64 `protobuf:"varint,7,opt,name=agent_peak_rss_bytes,json=agentPeakRssBytes,proto3" json:"agent_peak_rss_bytes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DiagnosticsResponse) Reset() {
@@ -300,6 +304,20 @@ func (x *DiagnosticsResponse) GetKernel() string {
 		return x.Kernel
 	}
 	return ""
+}
+
+func (x *DiagnosticsResponse) GetAgentRssBytes() uint64 {
+	if x != nil {
+		return x.AgentRssBytes
+	}
+	return 0
+}
+
+func (x *DiagnosticsResponse) GetAgentPeakRssBytes() uint64 {
+	if x != nil {
+		return x.AgentPeakRssBytes
+	}
+	return 0
 }
 
 // RegistryConfig is how the guest reaches registries.
@@ -1873,7 +1891,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x03api\x18\x02 \x01(\tR\x03api\x129\n" +
 	"\n" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x14\n" +
-	"\x12DiagnosticsRequest\"\x8c\x02\n" +
+	"\x12DiagnosticsRequest\"\xe5\x02\n" +
 	"\x13DiagnosticsResponse\x12\x10\n" +
 	"\x03log\x18\x01 \x03(\tR\x03log\x12\x18\n" +
 	"\ameminfo\x18\x02 \x01(\tR\ameminfo\x12\x1c\n" +
@@ -1881,7 +1899,9 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"containers\x18\x04 \x03(\v24.coffer.agent.v1.DiagnosticsResponse.ContainersEntryR\n" +
 	"containers\x12\x16\n" +
-	"\x06kernel\x18\x05 \x01(\tR\x06kernel\x1a=\n" +
+	"\x06kernel\x18\x05 \x01(\tR\x06kernel\x12&\n" +
+	"\x0fagent_rss_bytes\x18\x06 \x01(\x04R\ragentRssBytes\x12/\n" +
+	"\x14agent_peak_rss_bytes\x18\a \x01(\x04R\x11agentPeakRssBytes\x1a=\n" +
 	"\x0fContainersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x01\n" +
