@@ -39,10 +39,12 @@ const stdinGrace = 2 * time.Second
 // one pod: every container it serves runs in the same VM (the sandbox),
 // which the first Create boots and the last Delete stops.
 //
-// Lock rules: mu guards cfg, sb and containers, and is held across the
-// sandbox boot so concurrent Creates share one VM. It is never held while
-// waiting on an agent RPC that may block (WaitProcess, GetOOMEvent).
-// A process's mutable state is guarded by its own mu.
+// Lock rules: bootMu serialises Creates up to the moment the sandbox
+// exists, so concurrent Creates share one VM; it is taken before mu. mu
+// guards cfg, sb and containers and is only held for map and field access,
+// never across an agent RPC, so a long in-guest pull does not block State
+// or Kill of other containers. A process's mutable state is guarded by its
+// own mu. A nil entry in containers reserves an ID while its Create runs.
 type service struct {
 	ctx         context.Context
 	publisher   cshim.Publisher
@@ -50,6 +52,7 @@ type service struct {
 	grpcAddress string
 	events      chan event
 
+	bootMu     sync.Mutex
 	mu         sync.Mutex
 	cfg        *Config
 	sb         *sandbox
@@ -159,11 +162,31 @@ func (s *service) configFor(opts *ptypes.Any) (*Config, error) {
 // the image inside the guest, and creates the container there.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.containers[r.ID]; ok {
+		s.mu.Unlock()
 		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "container %s", r.ID)
 	}
+	s.containers[r.ID] = nil
 	cfg, err := s.configFor(r.Options)
+	s.mu.Unlock()
+	var sb *sandbox
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		s.mu.Lock()
+		delete(s.containers, r.ID)
+		var stop *sandbox
+		if len(s.containers) == 0 && s.sb != nil {
+			stop, s.sb = s.sb, nil
+		}
+		s.mu.Unlock()
+		if stop != nil {
+			if err := stop.stop(context.WithoutCancel(ctx)); err != nil {
+				log.G(ctx).WithError(err).Warn("stop sandbox after failed create")
+			}
+		}
+	}()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
@@ -182,30 +205,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-
-	if s.sb == nil {
-		ns, _ := namespaces.Namespace(ctx)
-		sb, err := startSandbox(s.ctx, cfg, ns, sandboxID(r.ID, spec))
-		if err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
-		}
-		s.sb = sb
-		go s.watchOOM(sb)
-		go s.watchSandbox(sb)
+	if sb, err = s.ensureSandbox(ctx, cfg, sandboxID(r.ID, spec)); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
-	sb := s.sb
-	defer func() {
-		if retErr != nil && len(s.containers) == 0 {
-			s.sb = nil
-			if err := sb.stop(context.WithoutCancel(ctx)); err != nil {
-				log.G(ctx).WithError(err).Warn("stop sandbox after failed create")
-			}
-		}
-	}()
 
 	pullCtx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Agent.PullTimeout))
 	defer cancel()
 	if _, err := sb.pull(pullCtx, r.ID, ref, cfg); err != nil {
+		sb.removeContainer(ctx, r.ID)
 		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 
@@ -232,7 +239,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	p.pid = resp.GetPid()
 	p.io = pio
+	s.mu.Lock()
 	s.containers[r.ID] = &container{id: r.ID, bundle: r.Bundle, image: ref, init: p, execs: map[string]*process{}}
+	s.mu.Unlock()
 	s.send(runtime.TaskCreateEventTopic, &eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,
@@ -243,12 +252,32 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return &taskAPI.CreateTaskResponse{Pid: p.pid}, nil
 }
 
+// ensureSandbox returns the pod's VM, booting it on first use.
+func (s *service) ensureSandbox(ctx context.Context, cfg *Config, id string) (*sandbox, error) {
+	s.bootMu.Lock()
+	defer s.bootMu.Unlock()
+	if sb := s.sandbox(); sb != nil {
+		return sb, nil
+	}
+	ns, _ := namespaces.Namespace(ctx)
+	sb, err := startSandbox(s.ctx, cfg, ns, id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.sb = sb
+	s.mu.Unlock()
+	go s.watchOOM(sb)
+	go s.watchSandbox(sb)
+	return sb, nil
+}
+
 // lookup returns the container and the process named by id and execID.
 func (s *service) lookup(id, execID string) (*container, *process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.containers[id]
-	if !ok {
+	if !ok || c == nil {
 		return nil, nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
 	}
 	if execID == "" {

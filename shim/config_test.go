@@ -1,0 +1,128 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cc.toml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, ""))
+	require.NoError(t, err)
+	require.Equal(t, "qemu", cfg.Hypervisor.VMM)
+	require.Equal(t, "qemu-system-x86_64", cfg.Hypervisor.Binary)
+	require.Equal(t, "auto", cfg.Hypervisor.Accel)
+	require.Equal(t, 1, cfg.Hypervisor.VCPUs)
+	require.Equal(t, 512, cfg.Hypervisor.MemoryMiB)
+	require.Equal(t, "none", cfg.Hypervisor.TEE)
+	require.Equal(t, filepath.Join(cfg.Hypervisor.GuestDir, "vmlinuz"), cfg.Hypervisor.KernelPath)
+	require.Equal(t, filepath.Join(cfg.Hypervisor.GuestDir, "initrd.img"), cfg.Hypervisor.InitrdPath)
+	require.Equal(t, "auto", cfg.Agent.Transport)
+	require.Equal(t, uint32(1024), cfg.Agent.VsockPort)
+	require.Equal(t, 60*time.Second, time.Duration(cfg.Agent.BootTimeout))
+	require.Equal(t, 10*time.Minute, time.Duration(cfg.Agent.PullTimeout))
+	require.Equal(t, "user", cfg.Network.Mode)
+	require.False(t, cfg.Network.Unrestricted)
+}
+
+func TestLoadConfigValues(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, `
+[hypervisor]
+memory_mib = 128
+vcpus = 2
+accel = "tcg"
+guest_dir = "/g"
+[agent]
+transport = "virtio-serial"
+boot_timeout = "5s"
+[network]
+forwards = ["127.0.0.1:5000"]
+[registry]
+insecure = ["127.0.0.1:5000"]
+`))
+	require.NoError(t, err)
+	require.Equal(t, 128, cfg.Hypervisor.MemoryMiB)
+	require.Equal(t, 2, cfg.Hypervisor.VCPUs)
+	require.Equal(t, "tcg", cfg.Hypervisor.Accel)
+	require.Equal(t, "/g/vmlinuz", cfg.Hypervisor.KernelPath)
+	require.Equal(t, "virtio-serial", cfg.Agent.Transport)
+	require.Equal(t, 5*time.Second, time.Duration(cfg.Agent.BootTimeout))
+	require.Equal(t, []string{"127.0.0.1:5000"}, cfg.Network.Forwards)
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key", "[hypervisor]\nmemory = 5\n", []string{"unknown key", "memory"}},
+		{"bad accel", "[hypervisor]\naccel = \"hvf\"\n", []string{"hypervisor.accel", `"hvf"`, "tcg"}},
+		{"bad vmm", "[hypervisor]\nvmm = \"firecracker\"\n", []string{"hypervisor.vmm", "firecracker"}},
+		{"tee not yet", "[hypervisor]\ntee = \"snp\"\n", []string{"hypervisor.tee", "snp", "not available"}},
+		{"bad tee", "[hypervisor]\ntee = \"sgx\"\n", []string{"hypervisor.tee", "sgx"}},
+		{"bad transport", "[agent]\ntransport = \"tcp\"\n", []string{"agent.transport", "tcp"}},
+		{"bad duration", "[agent]\nboot_timeout = \"soon\"\n", []string{"soon", "duration"}},
+		{"bad mode", "[network]\nmode = \"tap\"\n", []string{"network.mode", "tap"}},
+		{"bad forward", "[network]\nforwards = [\"registry:5000\"]\n", []string{"network.forwards", "registry:5000", "ip:port"}},
+		{"bad port", "[network]\nforwards = [\"127.0.0.1:0\"]\n", []string{"network.forwards", "1-65535"}},
+		{"syntax", "[hypervisor\n", []string{"line 1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadConfig(writeConfig(t, tc.body))
+			require.Error(t, err)
+			for _, w := range tc.want {
+				require.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestLoadConfigExplicitMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.toml"))
+	require.Error(t, err)
+	require.True(t, strings.Contains(err.Error(), "nope.toml"), err.Error())
+}
+
+func TestGuestRegistry(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "[network]\nforwards = [\"127.0.0.1:5000\", \"192.0.2.7:443\"]\n[registry]\ninsecure = [\"127.0.0.1:5000\"]\n"))
+	require.NoError(t, err)
+	rc, err := guestRegistry(cfg)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{
+		"127.0.0.1:5000": "10.0.2.100:5000",
+		"localhost:5000": "10.0.2.100:5000",
+		"192.0.2.7:443":  "10.0.2.101:443",
+	}, rc.GetEndpoints())
+	require.Equal(t, []string{"127.0.0.1:5000"}, rc.GetInsecure())
+
+	cfg.Registry.CAFiles = []string{"/nonexistent/ca.pem"}
+	_, err = guestRegistry(cfg)
+	require.ErrorContains(t, err, "registry.ca_files")
+}
+
+func TestSandboxStateDirIsShort(t *testing.T) {
+	d := sandboxStateDir("k8s.io", strings.Repeat("a", 64))
+	// agent.sock must fit in a unix socket path (108 bytes).
+	require.Less(t, len(filepath.Join(d, "agent.sock")), 108)
+	require.NotEqual(t, d, sandboxStateDir("default", strings.Repeat("a", 64)))
+	require.Equal(t, d, sandboxStateDir("k8s.io", strings.Repeat("a", 64)))
+}
+
+func TestGuestCIDRange(t *testing.T) {
+	for _, d := range []string{"/run/cc/a", "/run/cc/b", "/run/cc/0123456789abcdef"} {
+		c := guestCID(d)
+		require.GreaterOrEqual(t, c, uint32(3))
+		require.Less(t, c, uint32(1<<31))
+	}
+}
