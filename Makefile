@@ -56,8 +56,12 @@ $(BIN)/cc-agent: $(GO_SOURCES)
 ## guest: build the guest kernel + initramfs into build/guest.
 guest: $(GUEST)/manifest.json
 
+# The kernel .deb comes from apt: refresh apt's lists once if they lack the
+# pinned version (a fresh machine has none).
 $(GUEST)/manifest.json: $(BIN)/cc-agent $(BIN)/ccctl
-	$(BIN)/ccctl guest build --out $(GUEST) --cache $(CACHE) --agent $(BIN)/cc-agent
+	$(BIN)/ccctl guest build --out $(GUEST) --cache $(CACHE) --agent $(BIN)/cc-agent || \
+		{ echo "retrying after apt-get update"; apt-get update -qq && \
+		  $(BIN)/ccctl guest build --out $(GUEST) --cache $(CACHE) --agent $(BIN)/cc-agent; }
 
 ## generate: regenerate api/agent/v1 from agent.proto with the pinned plugins.
 generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-ttrpc
