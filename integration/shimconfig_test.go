@@ -1,6 +1,9 @@
 package integration
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Every shim config key the end-to-end tests rely on is written here and
 // nowhere else (configs/cc.toml documents them).
@@ -26,4 +29,16 @@ func memoryConfig(mib int) string {
 // path.
 func kernelConfig(path string) string {
 	return fmt.Sprintf("[hypervisor]\nkernel_path = %q\n", path)
+}
+
+// kernelCmdlineConfig returns a shim config body that boots the guest
+// with cmdline instead of the guest build's default command line.
+func kernelCmdlineConfig(cmdline string) string {
+	return fmt.Sprintf("[hypervisor]\nkernel_cmdline = %q\n", cmdline)
+}
+
+// bootTimeoutConfig returns a shim config body that gives the agent
+// timeout (a Go duration such as "90s") to answer after the VM started.
+func bootTimeoutConfig(timeout time.Duration) string {
+	return fmt.Sprintf("[agent]\nboot_timeout = %q\n", timeout.String())
 }

@@ -263,13 +263,26 @@ func (sb *sandbox) connect(ctx context.Context, kind transport.Kind, vc *vmm.Con
 	}
 }
 
+// vmExitGrace is how long bootError waits for QEMU to be reaped: a guest
+// that dies (a kernel panic) closes the agent channel a moment before QEMU
+// exits, and the error should say the VM exited, not that a read failed.
+const vmExitGrace = 2 * time.Second
+
 // bootError explains a failed boot from the VM's state and console log.
 func (sb *sandbox) bootError(err error, timeout time.Duration) error {
-	progress := bootlog.DescribeFile(sb.vm.ConsoleLogPath())
+	wait := vmExitGrace
+	if errors.Is(err, context.DeadlineExceeded) {
+		wait = 0
+	}
+	exited := false
 	select {
 	case <-sb.vm.Exited():
+		exited = true
+	case <-time.After(wait):
+	}
+	progress := bootlog.DescribeFile(sb.vm.ConsoleLogPath())
+	if exited {
 		return fmt.Errorf("the VM exited while booting (%v): %s", sb.vm.ExitError(), progress)
-	default:
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("cc-agent did not answer within %s (agent.boot_timeout): %s (%v)", timeout, progress, err)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -26,6 +27,7 @@ const registryStartTimeout = 20 * time.Second
 // authentication and with manifest deletion enabled.
 type Registry struct {
 	addr    string
+	rootDir string
 	logPath string
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -118,7 +120,7 @@ http:
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	r := &Registry{addr: addr, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
+	r := &Registry{addr: addr, rootDir: storage, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		close(r.exited)
@@ -161,6 +163,30 @@ func (r *Registry) waitReady(timeout time.Duration) error {
 // Addr returns the registry's listen address, "127.0.0.1:<port>"; image
 // references in it look like "127.0.0.1:<port>/busybox:latest".
 func (r *Registry) Addr() string { return r.addr }
+
+// RootDir returns the root directory of the registry's filesystem storage
+// driver (storage.filesystem.rootdirectory), under which distribution keeps
+// docker/registry/v2/{blobs,repositories}.
+func (r *Registry) RootDir() string { return r.rootDir }
+
+// BlobPath returns the file in which the registry stores the blob with
+// digest "sha256:<64 hex>": <RootDir>/docker/registry/v2/blobs/sha256/
+// <first 2 hex>/<64 hex>/data (distribution's filesystem layout). The
+// registry serves that file's bytes as they are, so changing them (keeping
+// the size) makes it serve content that no longer matches the digest. It
+// returns an error for a digest that is not sha256 with 64 lowercase hex
+// digits, or when the file does not exist (the blob was never pushed).
+func (r *Registry) BlobPath(digest string) (string, error) {
+	hexPart, ok := strings.CutPrefix(digest, "sha256:")
+	if !ok || len(hexPart) != 64 || strings.Trim(hexPart, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("locate registry blob %q: want \"sha256:\" and 64 lowercase hex digits", digest)
+	}
+	p := filepath.Join(r.rootDir, "docker", "registry", "v2", "blobs", "sha256", hexPart[:2], hexPart, "data")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("locate registry blob %s: %w (was it pushed to %s?)", digest, err, r.addr)
+	}
+	return p, nil
+}
 
 // LogPath returns the path of the file receiving the registry's output.
 func (r *Registry) LogPath() string { return r.logPath }
