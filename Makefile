@@ -41,10 +41,13 @@ $(BIN)/%: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o $@ $(TOOL_PKG_$*)
 
 ## build: build Coffer's binaries.
-build: $(BIN)/containerd-shim-cc-v2 $(BIN)/ccctl $(BIN)/cc-agent
+build: $(BIN)/containerd-shim-cc-v2 $(BIN)/ccctl $(BIN)/cc-agent $(BIN)/cc-snapshotter
 
 $(BIN)/containerd-shim-cc-v2: $(GO_SOURCES)
 	$(GO) build -trimpath -o $@ ./cmd/containerd-shim-cc-v2
+
+$(BIN)/cc-snapshotter: $(GO_SOURCES)
+	$(GO) build -trimpath -o $@ ./cmd/cc-snapshotter
 
 $(BIN)/ccctl: $(GO_SOURCES)
 	$(GO) build -trimpath -o $@ ./cmd/ccctl
@@ -63,12 +66,13 @@ $(GUEST)/manifest.json: $(BIN)/cc-agent $(BIN)/ccctl
 		{ echo "retrying after apt-get update"; apt-get update -qq && \
 		  $(BIN)/ccctl guest build --out $(GUEST) --cache $(CACHE) --agent $(BIN)/cc-agent; }
 
-## generate: regenerate api/agent/v1 from agent.proto with the pinned plugins.
+## generate: regenerate api/agent/v1 and api/events/v1 from their .proto files with the pinned plugins.
 generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-ttrpc
 	protoc -I api/agent/v1 -I /usr/include \
 		--go_out=paths=source_relative:api/agent/v1 \
 		--go-ttrpc_out=paths=source_relative,prefix=TTRPC:api/agent/v1 \
 		api/agent/v1/agent.proto
+	protoc -I api/events/v1 --go_out=paths=source_relative:api/events/v1 api/events/v1/events.proto
 
 ## test: unit tests, then the end-to-end tests (containerd + registry + QEMU).
 test: deps tools build guest

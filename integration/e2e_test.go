@@ -57,7 +57,7 @@ func missingPrerequisites() []string {
 		return append(missing, err.Error())
 	}
 	var bins []string
-	for _, b := range []string{"containerd", "ctr", "registry", harness.ShimBinary} {
+	for _, b := range []string{"containerd", "ctr", "registry", harness.ShimBinary, "cc-snapshotter"} {
 		bins = append(bins, filepath.Join(binDir, b))
 	}
 	if m := harness.MissingFiles(bins...); len(m) > 0 {
@@ -114,12 +114,13 @@ func newEnv(t *testing.T, budget time.Duration, shimConfigBody string) *env {
 }
 
 // pushAndPull pushes img to the registry as name and pulls it into
-// containerd (the host needs the image config to build the OCI spec; the
-// guest pulls the layers itself). It returns the reference and digest.
+// containerd with the cc snapshotter (the host fetches the manifest and
+// config to build the OCI spec; the guest pulls the layers itself). It
+// returns the reference and digest.
 func (e *env) pushAndPull(name string, img v1.Image) (ref, digest string) {
 	e.t.Helper()
 	ref, digest = harness.Push(e.t, e.reg, name, img)
-	require.NoError(e.t, harness.ImagePull(e.ctx, e.ctd, ref))
+	require.NoError(e.t, harness.ImagePullCC(e.ctx, e.ctd, ref))
 	return ref, digest
 }
 
@@ -138,7 +139,7 @@ func (e *env) busybox() string {
 // --fifo-dir <dir> [flags...] <ref> <id> [cmd...].
 func (e *env) runArgs(flags []string, ref, id string, cmd ...string) []string {
 	args := []string{"run", "--runtime", harness.RuntimeType, "--runtime-config-path", e.shimConfig,
-		"--fifo-dir", e.ctd.FIFODir()}
+		"--snapshotter", harness.CCSnapshotterName, "--fifo-dir", e.ctd.FIFODir()}
 	args = append(args, flags...)
 	args = append(args, ref, id)
 	return append(args, cmd...)

@@ -27,6 +27,17 @@ type Config struct {
 	Agent      AgentConfig      `toml:"agent"`
 	Network    NetworkConfig    `toml:"network"`
 	Registry   RegistryConfig   `toml:"registry"`
+	Image      ImageConfig      `toml:"image"`
+}
+
+// ImageConfig says where a container's image may come from.
+type ImageConfig struct {
+	// ForceGuestPull lets a container whose rootfs a host snapshotter
+	// unpacked (overlayfs, native, ...) run anyway: the guest pulls the
+	// image by name and the host copy is ignored, with a /cc/warning event.
+	// Default false: such a container is refused, because its layers were
+	// already fetched and unpacked on the untrusted host.
+	ForceGuestPull bool `toml:"force_guest_pull"`
 }
 
 // HypervisorConfig selects and sizes the VM.

@@ -75,7 +75,7 @@ func (manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 			// The pod's shim is already serving: join it.
 			return result, nil
 		}
-		if err := cshim.RemoveSocket(address); err != nil {
+		if err := cshim.RemoveSocket(address); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale shim socket: %w", err)
 		}
 		if socket, err = cshim.NewSocket(address); err != nil {
@@ -211,7 +211,7 @@ func removeShimSocket(ctx context.Context, bundle, id string) {
 	if err != nil {
 		return
 	}
-	if err := cshim.RemoveSocket(address); err != nil {
+	if err := cshim.RemoveSocket(address); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("remove the dead shim's socket")
 	}
 }

@@ -299,10 +299,11 @@ func (sb *sandbox) dial(ctx context.Context) (net.Conn, error) {
 func (sb *sandbox) pull(ctx context.Context, id string, ref imageRef, cfg *Config) (*agent.PullImageResponse, error) {
 	start := time.Now()
 	resp, err := sb.agent.PullImage(ctx, &agent.PullImageRequest{
-		ContainerId: id,
-		Reference:   ref.Name,
-		Digest:      ref.Digest,
-		Registry:    sb.registry,
+		ContainerId:  id,
+		Reference:    ref.Name,
+		Digest:       ref.Digest,
+		LayerDigests: ref.Layers,
+		Registry:     sb.registry,
 	})
 	if err != nil {
 		if ctx.Err() != nil {

@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	agent "github.com/cofferhq/coffer/api/agent/v1"
+	ccevents "github.com/cofferhq/coffer/api/events/v1"
 )
 
 // Version is the shim's version, reported by Connect and Info.
@@ -201,9 +203,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if len(dropped) > 0 {
 		log.G(ctx).WithField("mounts", dropped).Warn("host mounts are not available inside the confidential VM and were dropped")
 	}
-	ref, err := resolveImage(ctx, s.grpcAddress, r.ID, spec)
+	ref, err := s.containerImage(ctx, cfg, r, spec)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 	if sb, err = s.ensureSandbox(ctx, cfg, sandboxID(r.ID, spec)); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
@@ -250,6 +252,30 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Pid:         p.pid,
 	})
 	return &taskAPI.CreateTaskResponse{Pid: p.pid}, nil
+}
+
+// containerImage is the image the guest pulls for a new container (see
+// rootfsImage). A rootfs a host snapshotter unpacked is refused unless
+// image.force_guest_pull is set; then the guest pulls the image by name
+// and a /cc/warning event says so.
+func (s *service) containerImage(ctx context.Context, cfg *Config, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (imageRef, error) {
+	ref, err := rootfsImage(r.Rootfs, spec)
+	if !errors.Is(err, errHostRootfs) {
+		return ref, err
+	}
+	if !cfg.Image.ForceGuestPull {
+		return ref, fmt.Errorf("%w; a confidential container's layers must only be fetched inside the guest: "+
+			"pull the image with `ctr image pull --snapshotter cc` (or `ccctl image pull`) and run it with `--snapshotter cc`, "+
+			"or set image.force_guest_pull = true in the shim config to pull it in the guest by name anyway: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	ref, rerr := resolveImage(ctx, s.grpcAddress, r.ID, spec)
+	if rerr != nil {
+		return ref, rerr
+	}
+	msg := fmt.Sprintf("%v; image.force_guest_pull is set, so the guest pulls %s by name; the host's unpacked copy is not used but stays on the host", err, ref)
+	log.G(ctx).WithField("container", r.ID).Warn(msg)
+	s.send(ccevents.TopicWarning, &ccevents.Warning{ContainerId: r.ID, Reason: "ForceGuestPull", Message: msg})
+	return ref, nil
 }
 
 // ensureSandbox returns the pod's VM, booting it on first use.

@@ -14,6 +14,7 @@ func main() {
 		Usage: "Coffer confidential containers: build guests, inspect and operate",
 		Commands: []*cli.Command{
 			guestCommand(),
+			imageCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -71,6 +71,7 @@ type Containerd struct {
 	started   time.Time
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	sn        *Snapshotter
 
 	mu sync.Mutex
 	// shimSockets are socket paths footprints expect shims to create;
@@ -121,39 +122,67 @@ func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
 		exited:      make(chan struct{}),
 		shimSockets: map[string]bool{},
 	}
+	sn, err := startSnapshotter(dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	c.sn = sn
 	configPath := c.ConfigPath()
 	if err := os.WriteFile(configPath, c.config(opts), 0o644); err != nil {
+		sn.Stop()
 		_ = os.RemoveAll(dir)
 		t.Fatalf("write containerd config: %v", err)
 	}
-	logFile, err := os.Create(c.logPath)
+	c.started = time.Now()
+	t.Cleanup(func() { c.cleanup(t) })
+	if err := c.start(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// start launches containerd with the generated config and waits until it
+// serves.
+func (c *Containerd) start() error {
+	bin := filepath.Join(c.binDir, "containerd")
+	logFile, err := os.OpenFile(c.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		t.Fatalf("create containerd log: %v", err)
+		return fmt.Errorf("open containerd log: %w", err)
 	}
 	defer logFile.Close()
-
-	c.cmd = exec.Command(bin, "--config", configPath)
+	c.cmd = exec.Command(bin, "--config", c.ConfigPath())
 	c.cmd.Stdout = logFile
 	c.cmd.Stderr = logFile
 	c.cmd.Env = append(withoutEnv(os.Environ(), "PATH", "CONTAINERD_ADDRESS", "CONTAINERD_NAMESPACE"),
 		"PATH="+c.binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.started = time.Now()
+	exited := make(chan struct{})
+	c.exited = exited
 	if err := c.cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		t.Fatalf("start %s: %v", bin, err)
+		close(exited)
+		return fmt.Errorf("start %s: %w", bin, err)
 	}
+	cmd := c.cmd
 	go func() {
-		_ = c.cmd.Wait()
-		close(c.exited)
+		_ = cmd.Wait()
+		close(exited)
 	}()
-	t.Cleanup(func() { c.cleanup(t) })
-	if err := c.waitReady(containerdStartTimeout); err != nil {
+	return c.waitReady(containerdStartTimeout)
+}
+
+// Restart stops containerd (SIGTERM) and starts it again with the same
+// config, root and state; running shims are not touched.
+func (c *Containerd) Restart(t testing.TB) {
+	t.Helper()
+	c.stop(t)
+	if err := c.start(); err != nil {
 		t.Fatal(err)
 	}
-	return c
 }
+
+// Snapshotter returns this instance's cc-snapshotter.
+func (c *Containerd) Snapshotter() *Snapshotter { return c.sn }
 
 // config renders the containerd config file.
 func (c *Containerd) config(opts ContainerdOptions) []byte {
@@ -165,14 +194,26 @@ func (c *Containerd) config(opts ContainerdOptions) []byte {
 	if opts.ShimConfigPath != "" {
 		runtime["options"] = map[string]any{"ConfigPath": opts.ShimConfigPath}
 	}
+	unpack := []map[string]any{
+		{"platform": "linux/amd64", "snapshotter": "overlayfs"},
+		{"platform": "linux/amd64", "snapshotter": CCSnapshotterName},
+	}
 	cfg := map[string]any{
 		"version": 4,
+		"proxy_plugins": map[string]any{
+			CCSnapshotterName: map[string]any{
+				"type":    "snapshot",
+				"address": c.sn.Address(),
+				"exports": map[string]any{"enable_remote_snapshot_annotations": "true"},
+			},
+		},
 		"root":    filepath.Join(c.dir, "root"),
 		"state":   filepath.Join(c.dir, "state"),
 		"debug":   map[string]any{"level": level},
 		"plugins": map[string]any{
 			"io.containerd.server.v1.grpc":  map[string]any{"address": c.address},
 			"io.containerd.server.v1.ttrpc": map[string]any{"address": c.address + ".ttrpc"},
+			"io.containerd.transfer.v1.local": map[string]any{"unpack_config": unpack},
 			"io.containerd.cri.v1.runtime": map[string]any{
 				"containerd": map[string]any{
 					"runtimes": map[string]any{CRIRuntimeName: runtime},
@@ -266,6 +307,9 @@ func (c *Containerd) cleanup(t testing.TB) {
 	shimSockets := c.shimSocketPaths()
 	vmDirs := c.killStrays(t)
 	c.stop(t)
+	if c.sn != nil {
+		c.sn.Stop()
+	}
 	for _, s := range shimSockets {
 		if fi, err := os.Lstat(s); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			t.Logf("cleanup: removing leftover shim socket %s", s)

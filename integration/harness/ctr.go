@@ -79,3 +79,11 @@ func ImagePull(ctx context.Context, c *Containerd, ref string) error {
 	_, err := c.Ctr(ctx, "image", "pull", "--plain-http", ref)
 	return err
 }
+
+// ImagePullCC pulls ref over plain HTTP with the cc snapshotter: containerd
+// fetches the index, manifest and config, and records the layers in
+// cc-snapshotter without fetching or unpacking them.
+func ImagePullCC(ctx context.Context, c *Containerd, ref string) error {
+	_, err := c.Ctr(ctx, "image", "pull", "--plain-http", "--snapshotter", CCSnapshotterName, ref)
+	return err
+}
