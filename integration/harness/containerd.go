@@ -207,12 +207,12 @@ func (c *Containerd) config(opts ContainerdOptions) []byte {
 				"exports": map[string]any{"enable_remote_snapshot_annotations": "true"},
 			},
 		},
-		"root":    filepath.Join(c.dir, "root"),
-		"state":   filepath.Join(c.dir, "state"),
-		"debug":   map[string]any{"level": level},
+		"root":  filepath.Join(c.dir, "root"),
+		"state": filepath.Join(c.dir, "state"),
+		"debug": map[string]any{"level": level},
 		"plugins": map[string]any{
-			"io.containerd.server.v1.grpc":  map[string]any{"address": c.address},
-			"io.containerd.server.v1.ttrpc": map[string]any{"address": c.address + ".ttrpc"},
+			"io.containerd.server.v1.grpc":    map[string]any{"address": c.address},
+			"io.containerd.server.v1.ttrpc":   map[string]any{"address": c.address + ".ttrpc"},
 			"io.containerd.transfer.v1.local": map[string]any{"unpack_config": unpack},
 			"io.containerd.cri.v1.runtime": map[string]any{
 				"containerd": map[string]any{
