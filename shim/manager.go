@@ -147,14 +147,23 @@ func writeSandboxRecord(bundle, ns, id string) error {
 	return nil
 }
 
-// Stop runs as `containerd-shim-cc-v2 delete` after the shim process died
-// or failed to start: it kills the VM the dead shim left (normally already
-// gone by Pdeathsig), removes its sockets and state directory, and reports
-// the container as killed.
+// Stop runs as `containerd-shim-cc-v2 delete` when containerd lost its
+// connection to a task's shim: after the shim died or failed to start, and
+// also after a normal task delete of a container whose pod's shim (and VM)
+// still serves other containers. It reports the container as killed. When
+// the pod's shim is still serving, the VM is its business and is left
+// alone; otherwise Stop kills the VM the dead shim left (normally already
+// gone by Pdeathsig) and removes its sockets and state directory.
 func (manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 	bundle, err := os.Getwd()
 	if err != nil {
 		return cshim.StopStatus{}, err
+	}
+	status := cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}
+	address := shimAddress(ctx, bundle, id)
+	if address != "" && cshim.CanConnect(address) {
+		log.G(ctx).WithField("address", address).Debug("the pod's shim still serves: leaving its VM alone")
+		return status, nil
 	}
 	stateDir := ""
 	if b, err := os.ReadFile(filepath.Join(bundle, sandboxRecordFile)); err == nil {
@@ -171,14 +180,18 @@ func (manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error) {
 		}
 		stateDir = sandboxStateDir(ns, sandboxID(id, spec))
 	}
-	removeShimSocket(ctx, bundle, id)
+	if address != "" {
+		if err := cshim.RemoveSocket(address); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.G(ctx).WithError(err).Warn("remove the dead shim's socket")
+		}
+	}
 	if err := qemu.Cleanup(stateDir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up the VM")
 	}
 	if err := os.RemoveAll(stateDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("remove VM state dir")
 	}
-	return cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil
+	return status, nil
 }
 
 // Info reports the runtime's name and version.
@@ -189,12 +202,12 @@ func (manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo
 	}, nil
 }
 
-// removeShimSocket removes the ttrpc socket a dead shim served, which
-// containerd does not remove itself. The address is derived exactly as
-// Start derived it: from the socket directory containerd gave (recorded by
-// pkg/shim in the bundle's "socket-dir" link), containerd's gRPC address
-// (the -address flag) and the sandbox ID.
-func removeShimSocket(ctx context.Context, bundle, id string) {
+// shimAddress is the ttrpc address of the shim serving container id's pod,
+// derived exactly as Start derived it: from the socket directory containerd
+// gave (recorded by pkg/shim in the bundle's "socket-dir" link),
+// containerd's gRPC address (the -address flag) and the sandbox ID. It
+// returns "" when it cannot be derived.
+func shimAddress(ctx context.Context, bundle, id string) string {
 	socketDir, _ := os.Readlink(filepath.Join(bundle, "socket-dir"))
 	if socketDir == "" {
 		socketDir = defaultSocketDir
@@ -209,9 +222,7 @@ func removeShimSocket(ctx context.Context, bundle, id string) {
 	}
 	address, err := cshim.CreateSocketAddress(ctx, socketDir, grpcAddress, sandboxID(id, spec), false)
 	if err != nil {
-		return
+		return ""
 	}
-	if err := cshim.RemoveSocket(address); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.G(ctx).WithError(err).Warn("remove the dead shim's socket")
-	}
+	return address
 }
