@@ -282,7 +282,11 @@ func (sb *sandbox) bootError(err error, timeout time.Duration) error {
 	}
 	progress := bootlog.DescribeFile(sb.vm.ConsoleLogPath())
 	if exited {
-		return fmt.Errorf("the VM exited while booting (%v): %s", sb.vm.ExitError(), progress)
+		why := "QEMU exited with status 0: the guest powered off or rebooted"
+		if err := sb.vm.ExitError(); err != nil {
+			why = err.Error()
+		}
+		return fmt.Errorf("the VM exited while booting (%s): %s", why, progress)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("cc-agent did not answer within %s (agent.boot_timeout): %s (%v)", timeout, progress, err)

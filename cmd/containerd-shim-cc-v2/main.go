@@ -16,5 +16,11 @@ func main() {
 		os.Exit(shim.Forward(os.Args[2]))
 	}
 	shim.Register()
-	cshim.RunShim(context.Background(), shim.NewManager())
+	// The shim's only child is QEMU, which vmm/qemu waits for itself: the
+	// default reaper would steal its exit status, and a subreaper would
+	// collect QEMU's detached guestfwd helpers as zombies.
+	cshim.RunShim(context.Background(), shim.NewManager(), func(c *cshim.Config) {
+		c.NoReaper = true
+		c.NoSubreaper = true
+	})
 }
