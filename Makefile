@@ -41,13 +41,16 @@ $(BIN)/%: tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o $@ $(TOOL_PKG_$*)
 
 ## build: build Coffer's binaries.
-build: $(BIN)/containerd-shim-cc-v2 $(BIN)/ccctl $(BIN)/cc-agent $(BIN)/cc-snapshotter
+build: $(BIN)/containerd-shim-cc-v2 $(BIN)/ccctl $(BIN)/cc-agent $(BIN)/cc-snapshotter $(BIN)/cc-kbs
 
 $(BIN)/containerd-shim-cc-v2: $(GO_SOURCES)
 	$(GO) build -trimpath -o $@ ./cmd/containerd-shim-cc-v2
 
 $(BIN)/cc-snapshotter: $(GO_SOURCES)
 	$(GO) build -trimpath -o $@ ./cmd/cc-snapshotter
+
+$(BIN)/cc-kbs: $(GO_SOURCES)
+	$(GO) build -trimpath -o $@ ./cmd/cc-kbs
 
 $(BIN)/ccctl: $(GO_SOURCES)
 	$(GO) build -trimpath -o $@ ./cmd/ccctl
@@ -74,10 +77,12 @@ generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-ttrpc
 		api/agent/v1/agent.proto
 	protoc -I api/events/v1 --go_out=paths=source_relative:api/events/v1 api/events/v1/events.proto
 
-## test: unit tests, then the end-to-end tests (containerd + registry + QEMU).
+## test: unit and end-to-end tests (containerd + registry + QEMU), then a
+## bounded run of every fuzz target (FUZZ_TIME seconds each, default 10).
 test: deps tools build guest
 	$(GO) vet ./...
 	COFFER_REQUIRE_E2E=1 $(GO) test -count=1 -timeout 40m ./...
+	FUZZ_TIME=$${FUZZ_TIME:-10} bash scripts/fuzz.sh
 
 test-unit:
 	$(GO) test -count=1 -short ./...
@@ -92,6 +97,7 @@ demo: deps tools build guest
 ## bench: print the performance figures recorded in docs/performance.md.
 bench: deps tools build guest
 	bash scripts/bench.sh
+	$(GO) test ./kbs/server -run '^$$' -bench BenchmarkRCARHandshake -benchtime 5s
 
 clean:
 	rm -rf $(BUILD)

@@ -15,6 +15,8 @@ func main() {
 		Commands: []*cli.Command{
 			guestCommand(),
 			imageCommand(),
+			attestCommand(),
+			kbsCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {
