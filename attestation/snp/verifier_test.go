@@ -30,7 +30,9 @@ func TestVerifyValid(t *testing.T) {
 	claims, err := v.Verify(context.Background(), chip.evidence(t, reportOpts{}),
 		attestation.VerifyOptions{ReportData: wantReportData(), HostData: filled(abi.HostDataSize, 0x40), Now: testNow})
 	require.NoError(t, err)
-	tcb := tcbOr(nil, goodTCB)
+	composed, err := kds.ComposeTCBParts(goodTCB)
+	require.NoError(t, err)
+	tcb := uint64(composed)
 	require.Equal(t, &attestation.Claims{
 		TEE:          attestation.TEESNP,
 		Measurement:  hex.EncodeToString(filled(abi.MeasurementSize, 0x3e)),
@@ -260,7 +262,7 @@ func TestCertDir(t *testing.T) {
 	tcb, _ := kds.ComposeTCBParts(goodTCB)
 	sub := filepath.Join(dir, "vcek", hex.EncodeToString(testChipID()))
 	require.NoError(t, os.MkdirAll(sub, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(sub, TCBFileName(tcb)+"_vcek.der"), chip.signer.Vcek.Raw, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(sub, TCBFileName(tcb)+"_vcek.der"), chip.chip.VCEK().Raw, 0o644))
 	require.Equal(t, "bl04_tee00_snp22_ucode213", TCBFileName(tcb))
 
 	v, err := NewVerifier(Config{TrustedRoots: chip.roots(), CertDir: dir})
@@ -301,7 +303,7 @@ func (k *countingKDS) Get(url string) ([]byte, error) {
 func TestKDSFetchedOncePerChipAndTCB(t *testing.T) {
 	chip := newFakeChip(t, goodTCB)
 	tcb, _ := kds.ComposeTCBParts(goodTCB)
-	fake := &countingKDS{url: kds.VCEKCertURL(Milan, testChipID(), tcb), der: chip.signer.Vcek.Raw}
+	fake := &countingKDS{url: kds.VCEKCertURL(Milan, testChipID(), tcb), der: chip.chip.VCEK().Raw}
 	getter := NewCachingGetter(fake, 0)
 
 	// Two verifiers sharing one getter (e.g. after a KBS config reload) and
@@ -371,7 +373,7 @@ func TestChainCache(t *testing.T) {
 	opts := attestation.VerifyOptions{ReportData: wantReportData(), Now: testNow}
 	_, err = v.Verify(context.Background(), ev, opts)
 	require.NoError(t, err)
-	_, ok := v.chains.get(chip.signer.Vcek.Raw, abi.VcekReportSigner, testNow)
+	_, ok := v.chains.get(chip.chip.VCEK().Raw, abi.VcekReportSigner, testNow)
 	require.True(t, ok, "verified chain is cached")
 
 	// A cached chain still has its signature checked ...
@@ -380,7 +382,7 @@ func TestChainCache(t *testing.T) {
 	_, err = v.Verify(context.Background(), bad, opts)
 	require.Equal(t, attestation.CheckSignature, attestation.FailedCheck(err))
 	// ... and is not used outside its validity.
-	opts.Now = chip.signer.Vcek.NotAfter.Add(time.Hour)
+	opts.Now = chip.chip.VCEK().NotAfter.Add(time.Hour)
 	_, err = v.Verify(context.Background(), ev, opts)
 	require.Equal(t, attestation.CheckTrustedRoot, attestation.FailedCheck(err))
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cofferhq/coffer/attestation"
+	"github.com/cofferhq/coffer/attestation/snp/snptest"
 	"github.com/cofferhq/coffer/kbs/client"
-	"github.com/cofferhq/coffer/kbs/internal/fakesnp"
 	"github.com/cofferhq/coffer/kbs/protocol"
 	"github.com/cofferhq/coffer/kbs/token"
 )
@@ -42,7 +42,7 @@ func ecKey(t *testing.T, c elliptic.Curve) *ecdsa.PrivateKey {
 func TestFullFlow(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.trust(attestation.TEESim, simMeasurement)
-	h.trust(attestation.TEESNP, fakesnp.DefaultMeasurement)
+	h.trust(attestation.TEESNP, snptest.DefaultMeasurement)
 	h.setResource("default/key/app", "the app key")
 
 	attesters := map[string]func() client.Attester{

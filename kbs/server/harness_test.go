@@ -22,12 +22,12 @@ import (
 	"github.com/cofferhq/coffer/attestation"
 	"github.com/cofferhq/coffer/attestation/sim"
 	"github.com/cofferhq/coffer/attestation/snp"
+	"github.com/cofferhq/coffer/attestation/snp/snptest"
 	"github.com/cofferhq/coffer/attestation/tdx"
 	kbsconfig "github.com/cofferhq/coffer/configs/kbs"
 	"github.com/cofferhq/coffer/kbs/admin"
 	"github.com/cofferhq/coffer/kbs/adminclient"
 	"github.com/cofferhq/coffer/kbs/client"
-	"github.com/cofferhq/coffer/kbs/internal/fakesnp"
 	"github.com/cofferhq/coffer/kbs/problem"
 	"github.com/cofferhq/coffer/kbs/refvalues"
 	"github.com/cofferhq/coffer/kbs/server"
@@ -61,11 +61,11 @@ var (
 )
 
 // testSim returns a sim chain shared by the tests (RSA key generation is
-// the slow part), created at fakesnp.Now with TCB fakesnp.GoodTCB.
+// the slow part), created at snptest.Now with TCB snptest.GoodTCB.
 func testSim(t testing.TB) *sim.Signer {
 	t.Helper()
 	simOnce.Do(func() {
-		simSigner, simErr = sim.Generate(sim.GenerateOptions{Now: fakesnp.Now.Add(-time.Hour), TCB: fakesnp.GoodTCB})
+		simSigner, simErr = sim.Generate(sim.GenerateOptions{Now: snptest.Now.Add(-time.Hour), TCB: snptest.GoodTCB})
 	})
 	require.NoError(t, simErr)
 	return simSigner
@@ -100,7 +100,7 @@ type harnessOpts struct {
 	allowDebug  bool
 	maxBody     int64
 	// withTDX adds a TDX verifier (Intel root, no collateral); now sets the
-	// clock (default fakesnp.Now).
+	// clock (default snptest.Now).
 	withTDX bool
 	now     time.Time
 }
@@ -114,7 +114,7 @@ type harness struct {
 	admin    *adminclient.Client
 	adminKey ed25519.PrivateKey
 	sim      *sim.Signer
-	chip     *fakesnp.Chip
+	chip     *snptest.Chip
 	tokens   *token.Signer
 }
 
@@ -124,7 +124,7 @@ type harness struct {
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	ctx := context.Background()
-	clk := &clock{t: fakesnp.Now}
+	clk := &clock{t: snptest.Now}
 	if !o.now.IsZero() {
 		clk.t = o.now
 	}
@@ -132,7 +132,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 
-	chip, err := fakesnp.Default()
+	chip, err := snptest.Default()
 	require.NoError(t, err)
 	snpV, err := snp.NewVerifier(snp.Config{TrustedRoots: chip.Roots(), MinimumTCB: o.verifierTCB, AllowDebug: o.allowDebug})
 	require.NoError(t, err)
@@ -204,8 +204,8 @@ func (h *harness) simAttester() *simAttester {
 	return &simAttester{s: h.sim, o: sim.ReportOptions{Measurement: simMeasurement}}
 }
 
-func (h *harness) snpAttester() *fakesnp.Attester {
-	return &fakesnp.Attester{Chip: h.chip}
+func (h *harness) snpAttester() *snptest.Attester {
+	return &snptest.Attester{Chip: h.chip}
 }
 
 // requireProblem asserts err is a KBS response with problem type name and

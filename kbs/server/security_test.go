@@ -16,8 +16,8 @@ import (
 
 	"github.com/cofferhq/coffer/attestation"
 	"github.com/cofferhq/coffer/attestation/sim"
+	"github.com/cofferhq/coffer/attestation/snp/snptest"
 	"github.com/cofferhq/coffer/kbs/client"
-	"github.com/cofferhq/coffer/kbs/internal/fakesnp"
 	"github.com/cofferhq/coffer/kbs/problem"
 	"github.com/cofferhq/coffer/kbs/protocol"
 	"github.com/cofferhq/coffer/kbs/refvalues"
@@ -28,7 +28,7 @@ const secretPath = "default/key/app"
 func secureHarness(t *testing.T, o harnessOpts) *harness {
 	h := newHarness(t, o)
 	h.trust(attestation.TEESim, simMeasurement)
-	h.trust(attestation.TEESNP, fakesnp.DefaultMeasurement)
+	h.trust(attestation.TEESNP, snptest.DefaultMeasurement)
 	h.setResource(secretPath, "top secret")
 	return h
 }
@@ -212,17 +212,17 @@ func TestVerifierChecks(t *testing.T) {
 		name  string
 		check string
 		sim   sim.ReportOptions
-		snp   fakesnp.Report
+		snp   snptest.Report
 	}{
-		{"debug", attestation.CheckDebug, sim.ReportOptions{Policy: sim.DefaultPolicy | 1<<19}, fakesnp.Report{Policy: fakesnp.DebugPolicy}},
-		{"reported TCB", attestation.CheckReportedTCB, sim.ReportOptions{ReportedTCB: &low}, fakesnp.Report{Reported: &low}},
-		{"committed TCB", attestation.CheckCommittedTCB, sim.ReportOptions{CommittedTCB: &low}, fakesnp.Report{Committed: &low}},
-		{"launch TCB", attestation.CheckLaunchTCB, sim.ReportOptions{LaunchTCB: &low}, fakesnp.Report{Launch: &low}},
+		{"debug", attestation.CheckDebug, sim.ReportOptions{Policy: sim.DefaultPolicy | 1<<19}, snptest.Report{Policy: snptest.DebugPolicy}},
+		{"reported TCB", attestation.CheckReportedTCB, sim.ReportOptions{ReportedTCB: &low}, snptest.Report{Reported: &low}},
+		{"committed TCB", attestation.CheckCommittedTCB, sim.ReportOptions{CommittedTCB: &low}, snptest.Report{Committed: &low}},
+		{"launch TCB", attestation.CheckLaunchTCB, sim.ReportOptions{LaunchTCB: &low}, snptest.Report{Launch: &low}},
 	}
 	for _, tc := range cases {
 		for tee, a := range map[string]client.Attester{
 			"sim": &simAttester{s: h.sim, o: withMeasurement(tc.sim)},
-			"snp": &fakesnp.Attester{Chip: h.chip, Report: tc.snp},
+			"snp": &snptest.Attester{Chip: h.chip, Report: tc.snp},
 		} {
 			t.Run(tc.name+"/"+tee, func(t *testing.T) {
 				c := h.client(a, nil)

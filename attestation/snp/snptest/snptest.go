@@ -1,13 +1,15 @@
-// Package fakesnp is a test-only fake AMD SEV-SNP machine for the KBS's
-// tests and benchmarks: go-sev-guest's test-only ARK→ASK→VCEK chain
-// (github.com/google/go-sev-guest/testing, default test keys) signing
-// version 2 reports that verify end to end with attestation/snp when its
-// TrustedRoots are Roots(). Never use it outside tests.
-package fakesnp
+// Package snptest is a test-only fake AMD SEV-SNP machine, shared by the
+// tests and benchmarks of attestation/snp and the KBS: go-sev-guest's
+// test-only ARK→ASK→VCEK chain (github.com/google/go-sev-guest/testing,
+// default test keys) signing version 2 reports (SEV-SNP ABI spec, Table 23)
+// that verify end to end with attestation/snp when its TrustedRoots are
+// Roots(). Never use it outside tests.
+package snptest
 
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"sync"
 	"time"
@@ -92,6 +94,9 @@ func New(vcekTCB kds.TCBParts) (*Chip, error) {
 	return &Chip{signer: signer, tcb: vcekTCB, table: table}, nil
 }
 
+// VCEK returns the chip's VCEK certificate.
+func (c *Chip) VCEK() *x509.Certificate { return c.signer.Vcek }
+
 // Roots trusts the chip's ARK/ASK/ASVK as the Milan roots (snp.Config
 // TrustedRoots).
 func (c *Chip) Roots() map[string][]*trust.AMDRootCerts {
@@ -102,14 +107,19 @@ func (c *Chip) Roots() map[string][]*trust.AMDRootCerts {
 
 // Report describes a report to sign; zero fields take defaults.
 type Report struct {
+	// ReportData is 64 bytes; default 64 × 0x5d. Evidence's reportData
+	// argument, when not nil, takes precedence.
+	ReportData []byte
 	// Measurement is 48 bytes; default 48 × 0x3e.
 	Measurement []byte
 	// HostData is 32 bytes; default 32 × 0x40.
 	HostData []byte
+	// ChipID is 64 bytes; default ChipID().
+	ChipID []byte
 	// Policy is the guest policy; default Policy.
 	Policy uint64
-	// Reported, Committed, Launch default to the VCEK's TCB.
-	Reported, Committed, Launch *kds.TCBParts
+	// Reported, Committed, Current, Launch default to the VCEK's TCB.
+	Reported, Committed, Current, Launch *kds.TCBParts
 }
 
 // DefaultMeasurement is the measurement of a zero Report.
@@ -130,9 +140,9 @@ func orBytes(b, def []byte) []byte {
 	return def
 }
 
-// Evidence returns a signed 1184-byte report with reportData, followed by
-// the chip's certificate table (as SNP_GET_EXT_REPORT returns it).
-func (c *Chip) Evidence(r Report, reportData []byte) ([]byte, error) {
+// Report returns r signed: 1184 bytes (SEV-SNP ABI spec, Table 23). It
+// fails only if r's fields have the wrong sizes or a TCB does not compose.
+func (c *Chip) Report(r Report) ([]byte, error) {
 	policy := r.Policy
 	if policy == 0 {
 		policy = Policy
@@ -141,7 +151,7 @@ func (c *Chip) Evidence(r Report, reportData []byte) ([]byte, error) {
 		Version:         2,
 		Policy:          policy,
 		SignatureAlgo:   abi.SignEcdsaP384Sha384,
-		ReportData:      reportData,
+		ReportData:      orBytes(r.ReportData, bytes.Repeat([]byte{0x5d}, abi.ReportDataSize)),
 		Measurement:     orBytes(r.Measurement, DefaultMeasurement),
 		HostData:        orBytes(r.HostData, bytes.Repeat([]byte{0x40}, abi.HostDataSize)),
 		FamilyId:        make([]byte, abi.FamilyIDSize),
@@ -150,12 +160,12 @@ func (c *Chip) Evidence(r Report, reportData []byte) ([]byte, error) {
 		AuthorKeyDigest: make([]byte, abi.AuthorKeyDigestSize),
 		ReportId:        make([]byte, abi.ReportIDSize),
 		ReportIdMa:      make([]byte, abi.ReportIDMASize),
-		ChipId:          ChipID(),
+		ChipId:          orBytes(r.ChipID, ChipID()),
 		SignerInfo:      abi.ComposeSignerInfo(abi.SignerInfo{SigningKey: abi.VcekReportSigner}),
 		PlatformInfo:    1,
 		ReportedTcb:     tcbOr(r.Reported, c.tcb),
 		CommittedTcb:    tcbOr(r.Committed, c.tcb),
-		CurrentTcb:      tcbOr(nil, c.tcb),
+		CurrentTcb:      tcbOr(r.Current, c.tcb),
 		LaunchTcb:       tcbOr(r.Launch, c.tcb),
 		Signature:       make([]byte, abi.SignatureSize),
 	}
@@ -168,6 +178,20 @@ func (c *Chip) Evidence(r Report, reportData []byte) ([]byte, error) {
 		return nil, err
 	}
 	if err := abi.SetSignature(sr, ss, raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// Evidence returns r signed with reportData (when not nil) as REPORT_DATA,
+// followed by the chip's certificate table, as SNP_GET_EXT_REPORT returns
+// it.
+func (c *Chip) Evidence(r Report, reportData []byte) ([]byte, error) {
+	if reportData != nil {
+		r.ReportData = reportData
+	}
+	raw, err := c.Report(r)
+	if err != nil {
 		return nil, err
 	}
 	return append(raw, c.table...), nil
