@@ -16,6 +16,12 @@ import (
 	"github.com/cofferhq/coffer/vmm"
 )
 
+// MinMemoryMiB is the smallest hypervisor.memory_mib the shim accepts
+// (MiB). Measured with the Coffer guest under TCG: 112 MiB boots and runs
+// busybox, 96 to 104 MiB panic ("System is deadlocked on memory"), 64 MiB
+// resets in the firmware. 128 leaves a margin.
+const MinMemoryMiB = 128
+
 // DefaultConfigPath is where the shim reads its config when containerd's
 // runtime options carry no ConfigPath.
 const DefaultConfigPath = "/etc/coffer/cc.toml"
@@ -50,8 +56,9 @@ type HypervisorConfig struct {
 	Accel string `toml:"accel"`
 	// VCPUs is the number of virtual CPUs (default 1).
 	VCPUs int `toml:"vcpus"`
-	// MemoryMiB is guest RAM in MiB (default 512). The container rootfs
-	// lives in guest RAM, so size it for the image plus the workload.
+	// MemoryMiB is guest RAM in MiB (default 512, at least MinMemoryMiB).
+	// The container rootfs lives in guest RAM, so size it for the image
+	// plus the workload.
 	MemoryMiB int `toml:"memory_mib"`
 	// GuestDir holds the guest build (vmlinuz, initrd.img, manifest.json).
 	// Default: "../guest" relative to the shim binary, which is the layout
@@ -182,8 +189,14 @@ func (c *Config) setDefaults() error {
 	if h.VCPUs == 0 {
 		h.VCPUs = 1
 	}
+	if h.VCPUs < 1 || h.VCPUs > vmm.MaxVCPUs {
+		return fmt.Errorf("hypervisor.vcpus = %d: want 1 to %d (0 means the default, 1)", h.VCPUs, vmm.MaxVCPUs)
+	}
 	if h.MemoryMiB == 0 {
 		h.MemoryMiB = 512
+	}
+	if h.MemoryMiB < MinMemoryMiB {
+		return fmt.Errorf("hypervisor.memory_mib = %d: want at least %d (0 means the default, 512); the guest kernel, its initramfs and the container rootfs all live in guest RAM, and below %d MiB the Coffer guest does not boot", h.MemoryMiB, MinMemoryMiB, MinMemoryMiB)
 	}
 	if h.TEE == "" {
 		h.TEE = string(vmm.TEENone)
@@ -226,6 +239,12 @@ func (c *Config) setDefaults() error {
 	}
 	if a.PullTimeout == 0 {
 		a.PullTimeout = Duration(10 * time.Minute)
+	}
+	if a.BootTimeout < 0 {
+		return fmt.Errorf("agent.boot_timeout = %s: want a positive duration such as \"60s\"", time.Duration(a.BootTimeout))
+	}
+	if a.PullTimeout < 0 {
+		return fmt.Errorf("agent.pull_timeout = %s: want a positive duration such as \"10m\"", time.Duration(a.PullTimeout))
 	}
 
 	n := &c.Network

@@ -1,13 +1,19 @@
 package shim
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -77,6 +83,10 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad forward", "[network]\nforwards = [\"registry:5000\"]\n", []string{"network.forwards", "registry:5000", "ip:port"}},
 		{"bad port", "[network]\nforwards = [\"127.0.0.1:0\"]\n", []string{"network.forwards", "1-65535"}},
 		{"syntax", "[hypervisor\n", []string{"line 1"}},
+		{"memory too small", "[hypervisor]\nmemory_mib = 96\n", []string{"hypervisor.memory_mib = 96", "at least 128"}},
+		{"negative vcpus", "[hypervisor]\nvcpus = -1\n", []string{"hypervisor.vcpus = -1", "1 to"}},
+		{"negative boot timeout", "[agent]\nboot_timeout = \"-1s\"\n", []string{"agent.boot_timeout = -1s", "positive"}},
+		{"negative pull timeout", "[agent]\npull_timeout = \"-5s\"\n", []string{"agent.pull_timeout = -5s", "positive"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConfig(writeConfig(t, tc.body))
@@ -125,4 +135,26 @@ func TestGuestCIDRange(t *testing.T) {
 		require.GreaterOrEqual(t, c, uint32(3))
 		require.Less(t, c, uint32(1<<31))
 	}
+}
+
+func TestToGRPCKeepsClassAndMessageOnce(t *testing.T) {
+	err := fmt.Errorf("create c1: %w; pull it with --snapshotter cc: %w", errHostRootfs, errdefs.ErrFailedPrecondition)
+	st, ok := status.FromError(toGRPC(err))
+	require.True(t, ok)
+	require.Equal(t, codes.FailedPrecondition, st.Code())
+	require.Equal(t, err.Error(), st.Message())
+	require.Empty(t, st.Details(), "one message, no repeated details")
+	require.True(t, errdefs.IsFailedPrecondition(errgrpc.ToNative(toGRPC(err))))
+	require.Nil(t, toGRPC(nil))
+	st, _ = status.FromError(toGRPC(errors.New("plain")))
+	require.Equal(t, codes.Unknown, st.Code())
+}
+
+func TestForwardHint(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "[network]\nforwards = [\"127.0.0.1:5000\"]\n"))
+	require.NoError(t, err)
+	require.Empty(t, forwardHint("127.0.0.1:5000/app:1", cfg))
+	require.Empty(t, forwardHint("localhost:5000/app:1", cfg))
+	require.Empty(t, forwardHint("docker.io/library/busybox:1", cfg))
+	require.Contains(t, forwardHint("127.0.0.1:6000/app:1", cfg), `add "127.0.0.1:6000" to network.forwards`)
 }

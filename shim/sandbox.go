@@ -11,11 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"github.com/google/go-containerregistry/pkg/name"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	agent "github.com/cofferhq/coffer/api/agent/v1"
@@ -313,7 +315,7 @@ func (sb *sandbox) pull(ctx context.Context, id string, ref imageRef, cfg *Confi
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("pull %s in the guest: not done within %s (agent.pull_timeout): %w", ref, time.Duration(cfg.Agent.PullTimeout), errgrpc.ToNative(err))
 		}
-		return nil, fmt.Errorf("pull %s in the guest: %w", ref, errgrpc.ToNative(err))
+		return nil, fmt.Errorf("pull %s in the guest: %w%s", ref, errgrpc.ToNative(err), forwardHint(ref.Name, cfg))
 	}
 	log.G(ctx).WithFields(log.Fields{
 		"image": ref.String(), "manifest": resp.GetManifestDigest(), "bytes": resp.GetBytesFetched(), "duration": time.Since(start),
@@ -358,4 +360,28 @@ func (sb *sandbox) stop(ctx context.Context) error {
 		err = rerr
 	}
 	return err
+}
+
+// forwardHint explains a failed pull from a registry on the host's
+// loopback that network.forwards does not list: inside the guest,
+// 127.0.0.1 is the guest itself.
+func forwardHint(refName string, cfg *Config) string {
+	r, err := name.ParseReference(refName)
+	if err != nil {
+		return ""
+	}
+	registry := r.Context().RegistryStr()
+	host, _, err := net.SplitHostPort(registry)
+	if err != nil {
+		host = registry
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return ""
+	}
+	for _, f := range cfg.Network.Forwards {
+		if f == registry || strings.Replace(f, "127.0.0.1", "localhost", 1) == registry {
+			return ""
+		}
+	}
+	return fmt.Sprintf(" (registry %s is on the host's loopback, which the guest cannot reach directly: add %q to network.forwards in the shim config)", registry, registry)
 }

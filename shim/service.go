@@ -190,37 +190,37 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 	}()
 	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
+		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 	spec, err := readSpec(r.Bundle)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	gspec, dropped, err := guestSpec(spec)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w: %w", r.ID, err, errdefs.ErrInvalidArgument))
+		return nil, toGRPC(fmt.Errorf("create %s: %w: %w", r.ID, err, errdefs.ErrInvalidArgument))
 	}
 	if len(dropped) > 0 {
 		log.G(ctx).WithField("mounts", dropped).Warn("host mounts are not available inside the confidential VM and were dropped")
 	}
 	ref, err := s.containerImage(ctx, cfg, r, spec)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
+		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 	if sb, err = s.ensureSandbox(ctx, cfg, sandboxID(r.ID, spec)); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
+		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 
 	pullCtx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Agent.PullTimeout))
 	defer cancel()
 	if _, err := sb.pull(pullCtx, r.ID, ref, cfg); err != nil {
 		sb.removeContainer(ctx, r.ID)
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
+		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 
 	specJSON, err := json.Marshal(gspec)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	p := &process{
 		containerID: r.ID,
@@ -231,13 +231,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	pio, err := openProcessIO(ctx, sb.dial, r.ID, "", p.stdio)
 	if err != nil {
 		sb.removeContainer(ctx, r.ID)
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s: %w", r.ID, err))
+		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 	resp, err := sb.agent.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: r.ID, OciSpec: specJSON, Stdio: pio.spec})
 	if err != nil {
 		pio.Close()
 		sb.removeContainer(ctx, r.ID)
-		return nil, errgrpc.ToGRPC(fmt.Errorf("create %s in the guest: %w", r.ID, errgrpc.ToNative(err)))
+		return nil, toGRPC(fmt.Errorf("create %s in the guest: %w", r.ID, errgrpc.ToNative(err)))
 	}
 	p.pid = resp.GetPid()
 	p.io = pio
@@ -320,7 +320,7 @@ func (s *service) lookup(id, execID string) (*container, *process, error) {
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	_, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	sb := s.sandbox()
 	if sb == nil {
@@ -334,7 +334,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if r.ExecID == "" {
 		resp, err := sb.agent.StartContainer(ctx, &agent.StartContainerRequest{ContainerId: r.ID})
 		if err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("start %s in the guest: %w", r.ID, errgrpc.ToNative(err)))
+			return nil, toGRPC(fmt.Errorf("start %s in the guest: %w", r.ID, errgrpc.ToNative(err)))
 		}
 		p.pid = resp.GetPid()
 		p.status = task.Status_RUNNING
@@ -344,12 +344,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	pio, err := openProcessIO(ctx, sb.dial, r.ID, r.ExecID, p.stdio)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("start exec %s: %w", r.ExecID, err))
+		return nil, toGRPC(fmt.Errorf("start exec %s: %w", r.ExecID, err))
 	}
 	resp, err := sb.agent.ExecProcess(ctx, &agent.ExecProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Process: p.execSpec, Stdio: pio.spec})
 	if err != nil {
 		pio.Close()
-		return nil, errgrpc.ToGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, errgrpc.ToNative(err)))
+		return nil, toGRPC(fmt.Errorf("exec %s in container %s: %w", r.ExecID, r.ID, errgrpc.ToNative(err)))
 	}
 	p.io = pio
 	p.pid = resp.GetPid()
@@ -422,7 +422,7 @@ func (s *service) sandbox() *sandbox {
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	c, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	p.mu.Lock()
 	status, pid := p.status, p.pid
@@ -470,7 +470,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
 	c, initp, err := s.lookup(r.ID, "")
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	initp.mu.Lock()
 	running := initp.status == task.Status_RUNNING
@@ -506,7 +506,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
 	c, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -529,7 +529,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
 	_, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	p.mu.Lock()
 	status := p.status
@@ -542,7 +542,7 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "kill %s: the VM is not running", procName(r.ID, r.ExecID))
 	}
 	if _, err := sb.agent.SignalProcess(ctx, &agent.SignalProcessRequest{ContainerId: r.ID, ExecId: r.ExecID, Signal: r.Signal, All: r.All}); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("kill %s: %w", procName(r.ID, r.ExecID), errgrpc.ToNative(err)))
+		return nil, toGRPC(fmt.Errorf("kill %s: %w", procName(r.ID, r.ExecID), errgrpc.ToNative(err)))
 	}
 	return &ptypes.Empty{}, nil
 }
@@ -551,12 +551,12 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
 	_, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	select {
 	case <-p.exited:
 	case <-ctx.Done():
-		return nil, errgrpc.ToGRPC(ctx.Err())
+		return nil, toGRPC(ctx.Err())
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -567,11 +567,11 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
 	sb, err := s.running(r.ID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	resp, err := sb.agent.ListPids(ctx, &agent.ListPidsRequest{ContainerId: r.ID})
 	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("pids of %s: %w", r.ID, errgrpc.ToNative(err)))
+		return nil, toGRPC(fmt.Errorf("pids of %s: %w", r.ID, errgrpc.ToNative(err)))
 	}
 	out := &taskAPI.PidsResponse{}
 	for _, pi := range resp.GetProcesses() {
@@ -596,7 +596,7 @@ func (s *service) running(id string) (*sandbox, error) {
 func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
 	_, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	if !r.Stdin {
 		return &ptypes.Empty{}, nil
@@ -609,7 +609,7 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptyp
 	}
 	if sb := s.sandbox(); sb != nil {
 		if _, err := sb.agent.CloseStdin(ctx, &agent.CloseStdinRequest{ContainerId: r.ID, ExecId: r.ExecID}); err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("close stdin of %s: %w", procName(r.ID, r.ExecID), errgrpc.ToNative(err)))
+			return nil, toGRPC(fmt.Errorf("close stdin of %s: %w", procName(r.ID, r.ExecID), errgrpc.ToNative(err)))
 		}
 	}
 	return &ptypes.Empty{}, nil
@@ -619,10 +619,10 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptyp
 func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
 	sb, err := s.running(r.ID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	if _, err := sb.agent.ResizeTTY(ctx, &agent.ResizeTTYRequest{ContainerId: r.ID, ExecId: r.ExecID, Width: r.Width, Height: r.Height}); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("resize tty of %s: %w", procName(r.ID, r.ExecID), errgrpc.ToNative(err)))
+		return nil, toGRPC(fmt.Errorf("resize tty of %s: %w", procName(r.ID, r.ExecID), errgrpc.ToNative(err)))
 	}
 	return &ptypes.Empty{}, nil
 }
@@ -631,11 +631,11 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
 	sb, err := s.running(r.ID)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, toGRPC(err)
 	}
 	resp, err := sb.agent.Stats(ctx, &agent.StatsRequest{ContainerId: r.ID})
 	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("stats of %s: %w", r.ID, errgrpc.ToNative(err)))
+		return nil, toGRPC(fmt.Errorf("stats of %s: %w", r.ID, errgrpc.ToNative(err)))
 	}
 	return &taskAPI.StatsResponse{Stats: resp.GetMetrics()}, nil
 }

@@ -100,7 +100,7 @@ func runAttestVerify(c *cli.Context, a attestVerifyArgs, stdout, stderr io.Write
 	if tee != attestation.TEESNP && tee != attestation.TEETDX && tee != attestation.TEESim {
 		return fmt.Errorf("--tee %q: want snp, tdx or sim", a.tee)
 	}
-	evidence, err := os.ReadFile(a.evidence)
+	evidence, err := readLimited(a.evidence)
 	if err != nil {
 		return fmt.Errorf("read evidence: %w", err)
 	}
@@ -134,7 +134,7 @@ func runAttestVerify(c *cli.Context, a attestVerifyArgs, stdout, stderr io.Write
 		if tee == attestation.TEETDX {
 			return fmt.Errorf("--vcek applies to snp and sim evidence, not tdx")
 		}
-		b, err := os.ReadFile(a.vcek)
+		b, err := readLimited(a.vcek)
 		if err != nil {
 			return fmt.Errorf("read VCEK: %w", err)
 		}
@@ -158,7 +158,7 @@ func runAttestVerify(c *cli.Context, a attestVerifyArgs, stdout, stderr io.Write
 	case attestation.TEESim:
 		var root []byte
 		if a.simRoot != "" {
-			if root, err = os.ReadFile(a.simRoot); err != nil {
+			if root, err = readLimited(a.simRoot); err != nil {
 				return fmt.Errorf("read sim root: %w", err)
 			}
 		}
@@ -233,7 +233,7 @@ func readAttestRefs(path string, tee attestation.TEE) (attestRefs, error) {
 	if path == "" {
 		return attestRefs{}, nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := readLimited(path)
 	if err != nil {
 		return attestRefs{}, fmt.Errorf("read reference values: %w", err)
 	}
@@ -307,4 +307,26 @@ func containsFold(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// maxInputBytes bounds every file `ccctl attest verify` reads (bytes). An
+// SNP report with its certificate table or a TDX quote is a few KiB.
+const maxInputBytes = 16 << 20
+
+// readLimited reads a file of at most maxInputBytes, so that a wrong path
+// such as /dev/zero fails at once instead of exhausting memory.
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxInputBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxInputBytes {
+		return nil, fmt.Errorf("%s is larger than %d MiB: not an evidence, certificate or reference-values file", path, maxInputBytes>>20)
+	}
+	return b, nil
 }
