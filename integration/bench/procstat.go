@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -58,58 +57,6 @@ func parseStatusMemory(b []byte, pid int) (Memory, error) {
 		return Memory{}, fmt.Errorf("read memory of pid %d: status has no VmRSS/VmHWM (a kernel thread or a zombie?)", pid)
 	}
 	return m, nil
-}
-
-// proc is one process: pid, parent pid and argv.
-type proc struct {
-	pid, ppid int
-	argv      []string
-}
-
-// listProcs returns every process in /proc; processes that exit while
-// being read are left out.
-func listProcs() ([]proc, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
-	}
-	var out []proc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(cmdline) == 0 {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		ppid, ok := parsePPID(stat)
-		if !ok {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		out = append(out, proc{pid: pid, ppid: ppid, argv: argv})
-	}
-	return out, nil
-}
-
-// parsePPID reads field 4 of /proc/<pid>/stat; the command name (field 2)
-// is in parentheses and may contain spaces, so parse after the last ')'.
-func parsePPID(stat []byte) (int, bool) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	return ppid, err == nil
 }
 
 // isShimFor reports whether argv is the long-running Coffer shim serving

@@ -29,18 +29,6 @@ func TestReadMemorySelf(t *testing.T) {
 	require.ErrorContains(t, err, "read memory of pid 0")
 }
 
-func TestParsePPID(t *testing.T) {
-	ppid, ok := parsePPID([]byte("1968 (qemu-system-x86) S 1954 1968 1954 0 -1 4194560 ...\n"))
-	require.True(t, ok)
-	require.Equal(t, 1954, ppid)
-	// The command name may hold spaces and parentheses.
-	ppid, ok = parsePPID([]byte("77 (a) b (c)) R 12 77 77 0"))
-	require.True(t, ok)
-	require.Equal(t, 12, ppid)
-	_, ok = parsePPID([]byte("garbage"))
-	require.False(t, ok)
-}
-
 func TestIsShimFor(t *testing.T) {
 	const addr = "/tmp/coffer-bench.abc/containerd.sock"
 	daemon := []string{"/work/main/build/bin/containerd-shim-cc-v2", "-namespace", "ns", "-id", "bench-1", "-address", addr, "-debug"}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cofferhq/coffer/integration/harness"
 )
 
 // Shim log messages the bench reads (shim/sandbox.go).
@@ -215,14 +217,14 @@ func sampleMemory(pid int, m *Memory) {
 // child, keeping what was already found, and points the console watch at
 // the console log named on QEMU's command line.
 func (b *Bench) findShimAndQEMU(id string, shimPID int, console *consoleWatch) (int, int) {
-	procs, err := listProcs()
+	procs, err := harness.ListProcs()
 	if err != nil {
 		return shimPID, 0
 	}
 	if shimPID == 0 {
 		for _, p := range procs {
-			if isShimFor(p.argv, id, b.cfg.Address) {
-				shimPID = p.pid
+			if isShimFor(p.Cmdline, id, b.cfg.Address) {
+				shimPID = p.PID
 				break
 			}
 		}
@@ -231,9 +233,9 @@ func (b *Bench) findShimAndQEMU(id string, shimPID int, console *consoleWatch) (
 		}
 	}
 	for _, p := range procs {
-		if p.ppid == shimPID && isQEMU(p.argv) {
-			console.setPath(qemuConsolePath(p.argv))
-			return shimPID, p.pid
+		if p.PPID == shimPID && isQEMU(p.Cmdline) {
+			console.setPath(qemuConsolePath(p.Cmdline))
+			return shimPID, p.PID
 		}
 	}
 	return shimPID, 0
