@@ -53,6 +53,10 @@ type service struct {
 	shutdown    shutdown.Service
 	grpcAddress string
 	events      chan event
+	// stopEvents is closed on shutdown; forwardEvents then drains events
+	// and closes eventsDrained.
+	stopEvents    chan struct{}
+	eventsDrained chan struct{}
 
 	bootMu     sync.Mutex
 	mu         sync.Mutex
@@ -94,14 +98,27 @@ type process struct {
 // newService returns the task service; the shim plugin registers it.
 func newService(ctx context.Context, publisher cshim.Publisher, sd shutdown.Service, grpcAddress string) *service {
 	s := &service{
-		ctx:         ctx,
-		publisher:   publisher,
-		shutdown:    sd,
-		grpcAddress: grpcAddress,
-		events:      make(chan event, 128),
-		containers:  make(map[string]*container),
+		ctx:           ctx,
+		publisher:     publisher,
+		shutdown:      sd,
+		grpcAddress:   grpcAddress,
+		events:        make(chan event, 128),
+		stopEvents:    make(chan struct{}),
+		eventsDrained: make(chan struct{}),
+		containers:    make(map[string]*container),
 	}
 	go s.forwardEvents()
+	// The last events (a /tasks/delete just before containerd calls
+	// Shutdown) must reach containerd before the shim exits.
+	sd.RegisterCallback(func(ctx context.Context) error {
+		close(s.stopEvents)
+		select {
+		case <-s.eventsDrained:
+		case <-time.After(eventDrainTimeout):
+			log.G(s.ctx).Warn("shutdown: event queue not drained in time; the last task events may be lost")
+		}
+		return nil
+	})
 	sd.RegisterCallback(func(ctx context.Context) error {
 		s.mu.Lock()
 		sb := s.sb
@@ -123,13 +140,34 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 
 func (s *service) send(topic string, msg any) { s.events <- event{topic, msg} }
 
-// forwardEvents publishes events to containerd in the order they were sent.
+// eventDrainTimeout bounds how long shutdown waits for queued events to
+// be published; the shim's main gives shutdown 5 s in all.
+const eventDrainTimeout = 3 * time.Second
+
+// forwardEvents publishes events to containerd in the order they were
+// sent. On shutdown it publishes what is still queued, then returns.
 func (s *service) forwardEvents() {
 	ns, _ := namespaces.Namespace(s.ctx)
 	ctx := namespaces.WithNamespace(context.Background(), ns)
-	for e := range s.events {
+	publish := func(e event) {
 		if err := s.publisher.Publish(ctx, e.topic, e.msg); err != nil {
 			log.G(s.ctx).WithError(err).WithField("topic", e.topic).Error("publish event")
+		}
+	}
+	defer close(s.eventsDrained)
+	for {
+		select {
+		case e := <-s.events:
+			publish(e)
+		case <-s.stopEvents:
+			for {
+				select {
+				case e := <-s.events:
+					publish(e)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
