@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"context"
 	"encoding/hex"
 	"os"
@@ -233,3 +234,28 @@ func TestReportOptionErrors(t *testing.T) {
 	_, err = Generate(GenerateOptions{ChipID: []byte{1}})
 	require.ErrorContains(t, err, "chip ID is 1 bytes, want 64")
 }
+
+// TestLaunchMeasurement pins the sim launch measurement for fixed inputs
+// (computed independently with coreutils: sha256sum of each input, then
+// sha384sum of the domain string and the three raw digests) and checks that
+// MeasureFiles agrees and that each input changes it.
+func TestLaunchMeasurement(t *testing.T) {
+	dir := t.TempDir()
+	kp, ip := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd")
+	require.NoError(t, os.WriteFile(kp, []byte("kernel"), 0o644))
+	require.NoError(t, os.WriteFile(ip, []byte("initrd"), 0o644))
+	got, err := MeasureFiles(kp, ip, "console=hvc0")
+	require.NoError(t, err)
+	m := LaunchMeasurement(sha256.Sum256([]byte("kernel")), sha256.Sum256([]byte("initrd")), "console=hvc0")
+	require.Equal(t, m, got)
+	require.Equal(t, simMeasurementVector, hex.EncodeToString(got[:]))
+
+	other := LaunchMeasurement(sha256.Sum256([]byte("kernel")), sha256.Sum256([]byte("initrd")), "console=hvc0 x")
+	require.NotEqual(t, m, other)
+	other = LaunchMeasurement(sha256.Sum256([]byte("kernel2")), sha256.Sum256([]byte("initrd")), "console=hvc0")
+	require.NotEqual(t, m, other)
+	_, err = MeasureFiles(filepath.Join(dir, "missing"), ip, "")
+	require.ErrorContains(t, err, "kernel")
+}
+
+const simMeasurementVector = "00c06c01b46c4bb9e00afe1b80b807d9681d8019c74bb54e2db1212a100b2fece92296a7d005c1180a9d75412b7e8467"
