@@ -8,13 +8,17 @@ CACHE := $(BUILD)/cache
 export PATH := $(BIN):$(PATH)
 
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := qemu-system-x86 runc busybox-static protobuf-compiler ca-certificates
+# containernetworking-plugins puts the CNI plugins (bridge, loopback,
+# host-local, ...) in $(CNI_BIN_DIR), for the CRI tests.
+APT_PACKAGES := qemu-system-x86 runc busybox-static protobuf-compiler ca-certificates containernetworking-plugins
+CNI_BIN_DIR := /usr/lib/cni
 
 # Pinned third-party tools, built from tools/go.mod (tool directives).
-TOOLS := containerd ctr containerd-shim-runc-v2 registry protoc-gen-go protoc-gen-go-ttrpc
+TOOLS := containerd ctr containerd-shim-runc-v2 crictl registry protoc-gen-go protoc-gen-go-ttrpc
 TOOL_PKG_containerd := github.com/containerd/containerd/v2/cmd/containerd
 TOOL_PKG_ctr := github.com/containerd/containerd/v2/cmd/ctr
 TOOL_PKG_containerd-shim-runc-v2 := github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+TOOL_PKG_crictl := sigs.k8s.io/cri-tools/cmd/crictl
 TOOL_PKG_registry := github.com/distribution/distribution/v3/cmd/registry
 TOOL_PKG_protoc-gen-go := google.golang.org/protobuf/cmd/protoc-gen-go
 TOOL_PKG_protoc-gen-go-ttrpc := github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc
@@ -33,7 +37,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-## tools: build the pinned containerd, ctr, runc shim, registry and protoc plugins.
+## tools: build the pinned containerd, ctr, runc shim, crictl, registry and protoc plugins.
 tools: $(addprefix $(BIN)/,$(TOOLS))
 
 $(BIN)/%: tools/go.mod tools/go.sum

@@ -57,7 +57,7 @@ func missingPrerequisites() []string {
 		return append(missing, err.Error())
 	}
 	var bins []string
-	for _, b := range []string{"containerd", "ctr", "registry", harness.ShimBinary, "cc-snapshotter"} {
+	for _, b := range []string{"containerd", "ctr", "registry", harness.ShimBinary, "cc-snapshotter", "ccctl", "cc-kbs"} {
 		bins = append(bins, filepath.Join(binDir, b))
 	}
 	if m := harness.MissingFiles(bins...); len(m) > 0 {
@@ -100,10 +100,22 @@ type env struct {
 // from shimConfigBody (see shimconfig_test.go). ctx expires after budget.
 func newEnv(t *testing.T, budget time.Duration, shimConfigBody string) *env {
 	t.Helper()
+	return newEnvWith(t, budget, shimConfigBody, nil)
+}
+
+// newEnvWith is newEnv with more host addresses the guest may reach
+// (network.forwards beside the registry), e.g. a KBS.
+func newEnvWith(t *testing.T, budget time.Duration, shimConfigBody string, forwards []string) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), budget)
 	t.Cleanup(cancel)
 	reg := harness.StartRegistry(t)
-	shimConfig := harness.ShimConfig(t, registryConfig(reg.Addr())+"\n"+shimConfigBody)
+	if !strings.Contains(shimConfigBody, "[attestation]") {
+		// The tests of the plain runtime exec, attach stdin and read
+		// every stream: they run under the development allow-all policy.
+		shimConfigBody += "\n" + initDataConfig(harness.WriteInitData(t, harness.InitData{Policy: harness.Policy(t, "allow-all.rego")}))
+	}
+	shimConfig := harness.ShimConfig(t, registryConfig(reg.Addr(), forwards...)+"\n"+shimConfigBody)
 	return &env{
 		t:          t,
 		ctx:        ctx,

@@ -14,9 +14,20 @@ import (
 const defaultShimConfig = ""
 
 // registryConfig returns the shim config body that lets the guest reach
-// the test registry at addr (a host loopback "ip:port") over plain HTTP.
-func registryConfig(addr string) string {
-	return fmt.Sprintf("[network]\nforwards = [%q]\n\n[registry]\ninsecure = [%q]\n", addr, addr)
+// the test registry at addr (a host loopback "ip:port") over plain HTTP,
+// and the other host addresses in more (e.g. a KBS) over TCP.
+func registryConfig(addr string, more ...string) string {
+	fwd := fmt.Sprintf("%q", addr)
+	for _, m := range more {
+		fwd += fmt.Sprintf(", %q", m)
+	}
+	return fmt.Sprintf("[network]\nforwards = [%s]\n\n[registry]\ninsecure = [%q]\n", fwd, addr)
+}
+
+// simTEEConfig returns a shim config body for the sim TEE with the chain
+// in chainDir, retrying an unreachable KBS for at most deadline.
+func simTEEConfig(chainDir string, deadline time.Duration) string {
+	return fmt.Sprintf("[hypervisor]\ntee = \"sim\"\n\n[attestation]\nsim_chain_dir = %q\ndeadline = %q\n", chainDir, deadline.String())
 }
 
 // memoryConfig returns a shim config body that gives the guest mib MiB
@@ -41,4 +52,10 @@ func kernelCmdlineConfig(cmdline string) string {
 // timeout (a Go duration such as "90s") to answer after the VM started.
 func bootTimeoutConfig(timeout time.Duration) string {
 	return fmt.Sprintf("[agent]\nboot_timeout = %q\n", timeout.String())
+}
+
+// initDataConfig returns a shim config body that gives pods without an
+// init-data annotation the init-data file at path.
+func initDataConfig(path string) string {
+	return fmt.Sprintf("[attestation]\ninit_data = %q\n", path)
 }

@@ -29,11 +29,32 @@ const DefaultConfigPath = "/etc/coffer/cc.toml"
 // Config is the shim's configuration file (configs/cc.toml documents every
 // key). Zero values mean "use the default" listed on each field.
 type Config struct {
-	Hypervisor HypervisorConfig `toml:"hypervisor"`
-	Agent      AgentConfig      `toml:"agent"`
-	Network    NetworkConfig    `toml:"network"`
-	Registry   RegistryConfig   `toml:"registry"`
-	Image      ImageConfig      `toml:"image"`
+	Hypervisor  HypervisorConfig  `toml:"hypervisor"`
+	Agent       AgentConfig       `toml:"agent"`
+	Network     NetworkConfig     `toml:"network"`
+	Registry    RegistryConfig    `toml:"registry"`
+	Image       ImageConfig       `toml:"image"`
+	Attestation AttestationConfig `toml:"attestation"`
+}
+
+// AttestationConfig says how a confidential guest proves itself to the KBS
+// (docs/configuration.md, docs/trust-model.md).
+type AttestationConfig struct {
+	// InitData is a CoCo init-data TOML file used for pods that carry no
+	// init-data annotation (io.coffer.cc.init-data or Kata's
+	// io.katacontainers.config.hypervisor.cc_init_data). Default: none.
+	InitData string `toml:"init_data"`
+	// Required makes the guest attest to the KBS named in init-data before
+	// its first image pull, and refuse to pull without one. Default: true
+	// when hypervisor.tee is not "none".
+	Required *bool `toml:"required"`
+	// Deadline bounds how long the guest retries an unreachable KBS
+	// (default 30s); every attempt is a /cc/attestation event.
+	Deadline Duration `toml:"deadline"`
+	// SimChainDir is the sim TEE's test-only ARK/ASK/VCEK directory (as
+	// written by `ccctl attest sim-chain` / attestation/sim WriteDir).
+	// Required when hypervisor.tee = "sim".
+	SimChainDir string `toml:"sim_chain_dir"`
 }
 
 // ImageConfig says where a container's image may come from.
@@ -202,9 +223,7 @@ func (c *Config) setDefaults() error {
 		h.TEE = string(vmm.TEENone)
 	}
 	switch vmm.TEEKind(h.TEE) {
-	case vmm.TEENone:
-	case vmm.TEESim, vmm.TEESNP, vmm.TEETDX:
-		return fmt.Errorf("hypervisor.tee %q is not available in this release: use \"none\"", h.TEE)
+	case vmm.TEENone, vmm.TEESim, vmm.TEESNP, vmm.TEETDX:
 	default:
 		return fmt.Errorf("hypervisor.tee %q: want \"none\", \"sim\", \"snp\" or \"tdx\"", h.TEE)
 	}
@@ -247,6 +266,10 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("agent.pull_timeout = %s: want a positive duration such as \"10m\"", time.Duration(a.PullTimeout))
 	}
 
+	if err := c.Attestation.setDefaults(vmm.TEEKind(h.TEE)); err != nil {
+		return err
+	}
+
 	n := &c.Network
 	if n.Mode == "" {
 		n.Mode = "user"
@@ -265,6 +288,31 @@ func (c *Config) setDefaults() error {
 	}
 	if len(n.Forwards) > 100 {
 		return fmt.Errorf("network.forwards has %d entries, at most 100 are supported", len(n.Forwards))
+	}
+	return nil
+}
+
+// DefaultAttestationDeadline is attestation.deadline's default.
+const DefaultAttestationDeadline = 30 * time.Second
+
+func (a *AttestationConfig) setDefaults(tee vmm.TEEKind) error {
+	if a.Required == nil {
+		req := tee != vmm.TEENone
+		a.Required = &req
+	}
+	if a.Deadline == 0 {
+		a.Deadline = Duration(DefaultAttestationDeadline)
+	}
+	if a.Deadline < 0 {
+		return fmt.Errorf("attestation.deadline = %s: want a positive duration such as \"30s\"", time.Duration(a.Deadline))
+	}
+	if a.InitData != "" {
+		if _, err := os.Stat(a.InitData); err != nil {
+			return fmt.Errorf("attestation.init_data: %w", err)
+		}
+	}
+	if tee == vmm.TEESim && a.SimChainDir == "" {
+		return fmt.Errorf("hypervisor.tee = \"sim\" needs attestation.sim_chain_dir: the directory of the sim TEE's test-only signing chain (create one with `ccctl attest sim-chain DIR`)")
 	}
 	return nil
 }

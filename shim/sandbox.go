@@ -21,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	agent "github.com/cofferhq/coffer/api/agent/v1"
+	"github.com/cofferhq/coffer/initdata"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/vmm"
 	"github.com/cofferhq/coffer/vmm/bootlog"
@@ -63,6 +64,8 @@ type sandbox struct {
 	client   *ttrpc.Client
 	agent    agent.TTRPCAgentService
 	registry *agent.RegistryConfig
+	// attesting is the container whose create the guest attests for.
+	attesting attestationTarget
 
 	// ctx ends when the sandbox is stopped.
 	ctx    context.Context
@@ -96,7 +99,7 @@ func kernelCmdline(cfg *Config) (string, error) {
 }
 
 // vmConfig turns the shim config into the VMM's typed config.
-func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind) (*vmm.Config, error) {
+func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind, idata *podInitData) (*vmm.Config, error) {
 	cmdline, err := kernelCmdline(cfg)
 	if err != nil {
 		return nil, err
@@ -117,7 +120,7 @@ func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind) (*vmm.Confi
 		Cmdline:   cmdline,
 		Firmware:  h.FirmwarePath,
 		Accel:     vmm.Accel(h.Accel),
-		TEE:       vmm.TEE{Kind: vmm.TEEKind(h.TEE)},
+		TEE:       teeConfig(cfg, idata),
 		Network:   vmm.Network{Mode: vmm.NetworkMode(cfg.Network.Mode), Restrict: !cfg.Network.Unrestricted},
 	}
 	if cfg.Network.Mode == "user" {
@@ -146,6 +149,31 @@ func guestCID(stateDir string) uint32 {
 	return 3 + (uint32(sum[0])<<24|uint32(sum[1])<<16|uint32(sum[2])<<8|uint32(sum[3]))%(1<<31-3)
 }
 
+// teeConfig binds the pod's init-data digest at launch: SNP HOST_DATA
+// (32 bytes), TDX MRCONFIGID (48 bytes), sim host data (32 bytes), each
+// the digest zero-padded or truncated as Trustee's verifiers expect
+// (initdata.Fit). Without init-data the fields stay zero.
+func teeConfig(cfg *Config, idata *podInitData) vmm.TEE {
+	t := vmm.TEE{Kind: vmm.TEEKind(cfg.Hypervisor.TEE)}
+	d := idata.digest()
+	switch t.Kind {
+	case vmm.TEESim:
+		t.Sim = &vmm.SimConfig{ChainDir: cfg.Attestation.SimChainDir}
+		if d != nil {
+			t.Sim.HostData = initdata.Fit(d, initdata.SizeHostData)
+		}
+	case vmm.TEESNP:
+		if d != nil {
+			t.SNP = &vmm.SNPConfig{HostData: initdata.Fit(d, initdata.SizeHostData)}
+		}
+	case vmm.TEETDX:
+		if d != nil {
+			t.TDX = &vmm.TDXConfig{MRConfigID: initdata.Fit(d, initdata.SizeMRConfigID)}
+		}
+	}
+	return t
+}
+
 // guestRegistry is the registry config sent to the guest: forwards become
 // dial rewrites for the host endpoints they stand for.
 func guestRegistry(cfg *Config) (*agent.RegistryConfig, error) {
@@ -171,7 +199,7 @@ func guestRegistry(cfg *Config) (*agent.RegistryConfig, error) {
 // startSandbox boots the VM for sandbox id and connects to its agent. On
 // failure nothing is left running, and the error says how far the guest
 // got, read from its console log.
-func startSandbox(ctx context.Context, cfg *Config, ns, id string) (_ *sandbox, retErr error) {
+func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podInitData) (_ *sandbox, retErr error) {
 	stateDir := sandboxStateDir(ns, id)
 	if err := qemu.Cleanup(stateDir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up a stale VM state dir")
@@ -180,7 +208,7 @@ func startSandbox(ctx context.Context, cfg *Config, ns, id string) (_ *sandbox, 
 		return nil, fmt.Errorf("create VM state dir: %w", err)
 	}
 	kind := transport.Resolve(transport.Kind(cfg.Agent.Transport))
-	vc, err := vmConfig(cfg, id, stateDir, kind)
+	vc, err := vmConfig(cfg, id, stateDir, kind, idata)
 	if err != nil {
 		os.RemoveAll(stateDir)
 		return nil, err
@@ -223,6 +251,9 @@ func startSandbox(ctx context.Context, cfg *Config, ns, id string) (_ *sandbox, 
 		return nil, sb.bootError(err, time.Duration(cfg.Agent.BootTimeout))
 	}
 	sb.agentReady = time.Since(start)
+	if err := sb.initGuest(ctx, cfg, idata); err != nil {
+		return nil, err
+	}
 	log.G(ctx).WithFields(log.Fields{
 		"sandbox": id, "vm_start": sb.vmStarted, "agent_ready": sb.agentReady, "transport": kind,
 	}).Info("VM booted and cc-agent answered")

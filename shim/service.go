@@ -245,12 +245,17 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
-	if sb, err = s.ensureSandbox(ctx, cfg, sandboxID(r.ID, spec)); err != nil {
+	idata, err := loadInitData(cfg, spec)
+	if err != nil {
+		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
+	}
+	if sb, err = s.ensureSandbox(ctx, cfg, sandboxID(r.ID, spec), idata); err != nil {
 		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 
 	pullCtx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Agent.PullTimeout))
 	defer cancel()
+	sb.attesting.set(r.ID)
 	if _, err := sb.pull(pullCtx, r.ID, ref, cfg); err != nil {
 		sb.removeContainer(ctx, r.ID)
 		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
@@ -298,6 +303,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // and a /cc/warning event says so.
 func (s *service) containerImage(ctx context.Context, cfg *Config, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (imageRef, error) {
 	ref, err := rootfsImage(r.Rootfs, spec)
+	if err == nil {
+		return s.containerOwnImage(ctx, r.ID, spec, ref), nil
+	}
 	if !errors.Is(err, errHostRootfs) {
 		return ref, err
 	}
@@ -316,18 +324,42 @@ func (s *service) containerImage(ctx context.Context, cfg *Config, r *taskAPI.Cr
 	return ref, nil
 }
 
+// containerOwnImage returns the container's own image when it differs
+// from the one the guest-pull payload names. cc-snapshotter keys
+// snapshots by chain ID, which depends only on the uncompressed layer
+// digests, so two images with the same layers (a plain image and its
+// encrypted or re-signed copy) share one snapshot chain, and the payload
+// names whichever was pulled first. The guest must pull the image the
+// container was created from: its name and digest come from containerd.
+func (s *service) containerOwnImage(ctx context.Context, id string, spec *specs.Spec, payload imageRef) imageRef {
+	own, err := resolveImage(ctx, s.grpcAddress, id, spec)
+	if err != nil || own.Name == "" {
+		if err != nil {
+			log.G(ctx).WithError(err).Debug("look up the container's image; using the snapshot's")
+		}
+		return payload
+	}
+	if own.Name == payload.Name && (own.Digest == "" || own.Digest == payload.Digest) {
+		return payload
+	}
+	log.G(ctx).WithFields(log.Fields{"container": id, "snapshot_image": payload.String(), "image": own.String()}).
+		Info("the snapshot chain was unpacked for another image with the same layers; the guest pulls the container's own image")
+	return own
+}
+
 // ensureSandbox returns the pod's VM, booting it on first use.
-func (s *service) ensureSandbox(ctx context.Context, cfg *Config, id string) (*sandbox, error) {
+func (s *service) ensureSandbox(ctx context.Context, cfg *Config, id string, idata *podInitData) (*sandbox, error) {
 	s.bootMu.Lock()
 	defer s.bootMu.Unlock()
 	if sb := s.sandbox(); sb != nil {
 		return sb, nil
 	}
 	ns, _ := namespaces.Namespace(ctx)
-	sb, err := startSandbox(s.ctx, cfg, ns, id)
+	sb, err := startSandbox(s.ctx, cfg, ns, id, idata)
 	if err != nil {
 		return nil, err
 	}
+	go s.watchAttestation(sb)
 	s.mu.Lock()
 	s.sb = sb
 	s.mu.Unlock()

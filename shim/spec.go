@@ -34,8 +34,11 @@ func readSpec(bundle string) (*specs.Spec, error) {
 // removed, because the host's paths, hooks and namespaces mean nothing
 // inside the VM (and host hooks must never run for a confidential
 // container): the rootfs path, bind mounts of host paths, hooks, namespace
-// paths (a namespace joined by host path becomes the guest's own), and the
-// cgroups path (the agent places containers itself). It returns the names of
+// paths (a namespace joined by host path becomes the guest's own), the
+// network namespace (containers share the VM's network, as in Kata: the VM
+// is the pod's network boundary, and workloads reach the confidential data
+// hub on the guest's 127.0.0.1:8006), and the cgroups path (the agent
+// places containers itself). It returns the names of
 // the mounts it dropped so the caller can log them.
 func guestSpec(s *specs.Spec) (*specs.Spec, []string, error) {
 	b, err := json.Marshal(s)
@@ -65,7 +68,7 @@ func guestSpec(s *specs.Spec) (*specs.Spec, []string, error) {
 		g.Linux.CgroupsPath = ""
 		ns := g.Linux.Namespaces[:0]
 		for _, n := range g.Linux.Namespaces {
-			if n.Path != "" {
+			if n.Path != "" || n.Type == specs.NetworkNamespace {
 				continue
 			}
 			ns = append(ns, n)

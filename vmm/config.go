@@ -14,6 +14,10 @@ const (
 	PIDFileName = "qemu.pid"
 	// StderrLogName receives the hypervisor's stdout and stderr.
 	StderrLogName = "stderr.log"
+	// SimIdentityName is the sim TEE's test-only VCEK certificate and key
+	// (attestation/sim Reporter.MarshalPEM, mode 0600), passed to the guest
+	// as fw_cfg item sim.FWCfgIdentity. Only for TEE kind sim.
+	SimIdentityName = "sim-identity.pem"
 )
 
 // DefaultBinary is the QEMU binary used when Config.Binary is empty, looked up
@@ -105,8 +109,10 @@ type TEEKind string
 const (
 	// TEENone runs a plain VM.
 	TEENone TEEKind = "none"
-	// TEESim runs a plain VM whose simulated attestation evidence the caller
-	// passes as FWCfg entries. The QEMU command line is the same as TEENone.
+	// TEESim runs a plain VM with a simulated, test-only TEE: the VMM hands
+	// the guest a sim VCEK key, the launch measurement of what it boots and
+	// HOST_DATA through fw_cfg (see TEE.Sim and SimFWCfg). Apart from those
+	// fw_cfg items the QEMU command line is the same as TEENone.
 	TEESim TEEKind = "sim"
 	// TEESNP runs an AMD SEV-SNP guest (QEMU >= 9.1, KVM on an SNP host).
 	TEESNP TEEKind = "snp"
@@ -124,6 +130,9 @@ type TEE struct {
 	// TDX holds TDX launch parameters; only for Kind TEETDX. Nil means all
 	// defaults.
 	TDX *TDXConfig
+	// Sim holds the simulated TEE's parameters; required for Kind TEESim,
+	// only for it.
+	Sim *SimConfig
 }
 
 // SNP launch defaults, used when the matching SNPConfig field is zero.
@@ -220,6 +229,9 @@ type Network struct {
 	// Forwards are guest-to-host TCP forwards (QEMU guestfwd). Only for
 	// NetworkUser.
 	Forwards []Forward
+	// Tap is the host tap device backing the NIC; required for NetworkTap
+	// with vmm/qemu, only for NetworkTap.
+	Tap *Tap
 }
 
 // Forward makes a TCP address on the guest's user network run a host command
@@ -295,6 +307,9 @@ func (c *Config) ConsoleLogPath() string { return filepath.Join(c.StateDir, Cons
 
 // PIDFilePath returns StateDir/qemu.pid.
 func (c *Config) PIDFilePath() string { return filepath.Join(c.StateDir, PIDFileName) }
+
+// SimIdentityPath returns StateDir/sim-identity.pem.
+func (c *Config) SimIdentityPath() string { return filepath.Join(c.StateDir, SimIdentityName) }
 
 // StderrLogPath returns StateDir/stderr.log.
 func (c *Config) StderrLogPath() string { return filepath.Join(c.StateDir, StderrLogName) }

@@ -3,12 +3,14 @@ package vmm
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
+	"github.com/cofferhq/coffer/attestation/sim"
 	"github.com/containerd/errdefs"
 )
 
@@ -160,14 +162,49 @@ func (v *validator) checkNetwork(n *Network) {
 			v.add(errdefs.ErrInvalidArgument, "Network.Restrict is set but network mode is none: set mode %q or clear Restrict", NetworkUser)
 		}
 		return
+	case NetworkTap:
+		v.checkTap(n)
+		return
 	case NetworkUser:
 	default:
-		v.add(errdefs.ErrInvalidArgument, "Network.Mode %q is unknown, want %q or %q", n.Mode, NetworkNone, NetworkUser)
+		v.add(errdefs.ErrInvalidArgument, "Network.Mode %q is unknown, want %q, %q or %q", n.Mode, NetworkNone, NetworkUser, NetworkTap)
 		return
+	}
+	if n.Tap != nil {
+		v.add(errdefs.ErrInvalidArgument, "Network.Tap %q is set but network mode is %q: set mode %q or drop the tap", n.Tap.Name, n.Mode, NetworkTap)
 	}
 	seen := map[string]bool{}
 	for i, f := range n.Forwards {
 		v.checkForward(i, &f, seen)
+	}
+}
+
+// checkTap checks a NetworkTap network: a tap given by open file or by
+// name, a MAC and MTU QEMU accepts, and none of the user-network settings.
+func (v *validator) checkTap(n *Network) {
+	if len(n.Forwards) > 0 || n.Restrict {
+		v.add(errdefs.ErrInvalidArgument, "Network.Forwards and Network.Restrict are user-network settings but network mode is %q: drop them (filter a tap on the host instead)", NetworkTap)
+	}
+	t := n.Tap
+	if t == nil {
+		v.add(errdefs.ErrInvalidArgument, "network mode %q needs Network.Tap: give the open tap file (vmm/tapnet Setup) or the tap's name", NetworkTap)
+		return
+	}
+	if t.File == nil && t.Name == "" {
+		v.add(errdefs.ErrInvalidArgument, "Network.Tap has neither File nor Name: give the open tap file (vmm/tapnet Setup) or the tap's name")
+	}
+	if len(t.Name) > MaxInterfaceNameLen || strings.ContainsAny(t.Name, "/ ,\t\n") {
+		v.add(errdefs.ErrInvalidArgument, "Network.Tap.Name %q is not an interface name: use at most %d bytes without '/', ',' or spaces, such as \"tap0_cc\"", t.Name, MaxInterfaceNameLen)
+	}
+	if t.MAC != "" {
+		if mac, err := net.ParseMAC(t.MAC); err != nil || len(mac) != 6 {
+			v.add(errdefs.ErrInvalidArgument, "Network.Tap.MAC %q is not a 6-byte MAC address: use one such as \"0a:58:0a:58:00:05\", or none for QEMU's default", t.MAC)
+		} else if mac[0]&1 != 0 {
+			v.add(errdefs.ErrInvalidArgument, "Network.Tap.MAC %s is a multicast address (lowest bit of the first byte set): use a unicast one such as \"0a:58:0a:58:00:05\"", t.MAC)
+		}
+	}
+	if t.MTU != 0 && (t.MTU < 68 || t.MTU > 65535) {
+		v.add(errdefs.ErrInvalidArgument, "Network.Tap.MTU is %d, want 68 to 65535 bytes, or 0 to advertise none", t.MTU)
 	}
 }
 
@@ -254,6 +291,12 @@ func (v *validator) checkTEE(c *Config, accel Accel) {
 	if t.TDX != nil && kind != TEETDX {
 		v.add(errdefs.ErrInvalidArgument, "TEE.TDX is set but TEE.Kind is %q: set kind %q or drop the TDX settings", kind, TEETDX)
 	}
+	if t.Sim != nil && kind != TEESim {
+		v.add(errdefs.ErrInvalidArgument, "TEE.Sim is set but TEE.Kind is %q: set kind %q or drop the sim settings", kind, TEESim)
+	}
+	if kind == TEESim {
+		v.checkSim(c)
+	}
 	if kind != TEESNP && kind != TEETDX {
 		return
 	}
@@ -286,6 +329,36 @@ func (v *validator) checkTEE(c *Config, accel Accel) {
 	if kind == TEETDX && t.TDX != nil {
 		if id := t.TDX.MRConfigID; id != nil && len(id) != 48 {
 			v.add(errdefs.ErrInvalidArgument, "TEE.TDX.MRConfigID is %d bytes, want exactly 48 (a SHA-384 digest) or none", len(id))
+		}
+	}
+}
+
+// checkSim checks the sim TEE's chain directory, host data and that FWCfg
+// leaves the sim's fw_cfg names free.
+func (v *validator) checkSim(c *Config) {
+	const fix = "set sim_chain_dir in the shim config to a directory written by `ccctl attest sim-chain` (attestation/sim Signer.WriteDir)"
+	s := c.TEE.Sim
+	switch {
+	case s == nil || s.ChainDir == "":
+		v.add(errdefs.ErrInvalidArgument, "tee sim needs TEE.Sim.ChainDir, the sim chain directory: %s", fix)
+	case !filepath.IsAbs(s.ChainDir):
+		v.add(errdefs.ErrInvalidArgument, "TEE.Sim.ChainDir %s is relative, want an absolute path: %s", s.ChainDir, fix)
+	default:
+		if fi, err := os.Stat(s.ChainDir); errors.Is(err, os.ErrNotExist) {
+			v.add(errdefs.ErrNotFound, "TEE.Sim.ChainDir %s: no such directory: %s", s.ChainDir, fix)
+		} else if err != nil || !fi.IsDir() {
+			v.add(errdefs.ErrInvalidArgument, "TEE.Sim.ChainDir %s is not a readable directory (%v): %s", s.ChainDir, err, fix)
+		} else if _, err := sim.LoadReporter(s.ChainDir); err != nil {
+			v.add(errdefs.ErrInvalidArgument, "TEE.Sim.ChainDir %s: %v: %s", s.ChainDir, err, fix)
+		}
+	}
+	if s != nil && s.HostData != nil && len(s.HostData) != SimHostDataSize {
+		v.add(errdefs.ErrInvalidArgument, "TEE.Sim.HostData is %d bytes, want exactly %d (the init-data digest fitted to HOST_DATA) or none", len(s.HostData), SimHostDataSize)
+	}
+	reserved := map[string]bool{sim.FWCfgIdentity: true, sim.FWCfgMeasurement: true, sim.FWCfgHostData: true}
+	for i, e := range c.FWCfg {
+		if reserved[e.Name] {
+			v.add(errdefs.ErrInvalidArgument, "FWCfg[%d].Name %q is reserved for the sim TEE, which sets it itself: rename or drop the entry", i, e.Name)
 		}
 	}
 }

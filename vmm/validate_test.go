@@ -5,10 +5,28 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/cofferhq/coffer/attestation/sim"
 	"github.com/containerd/errdefs"
 )
+
+// simSigner is one sim chain for all tests: generating RSA keys is slow.
+var simSigner = sync.OnceValues(func() (*sim.Signer, error) { return sim.Generate(sim.GenerateOptions{}) })
+
+// writeSimChain writes the shared sim chain to dir and returns dir.
+func writeSimChain(t *testing.T, dir string) string {
+	t.Helper()
+	s, err := simSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
 
 // validConfig returns a Config that passes Validate on this host, with real
 // (empty) kernel and initrd files in a temporary state directory.
@@ -35,7 +53,7 @@ func validConfig(t *testing.T) *Config {
 			{GuestIP: "10.0.2.100", GuestPort: 5000, Command: []string{"nc", "127.0.0.1", "5000"}},
 		}},
 		Agent: Agent{Kind: AgentVirtioSerial, SocketPath: filepath.Join(dir, "agent.sock")},
-		TEE:   TEE{Kind: TEESim},
+		TEE:   TEE{Kind: TEESim, Sim: &SimConfig{ChainDir: writeSimChain(t, filepath.Join(dir, "chain")), HostData: make([]byte, 32)}},
 		FWCfg: []FWCfgEntry{{Name: "opt/cc/a", String: "x"}, {Name: "opt/cc/b", File: filepath.Join(dir, "blob")}},
 	}
 }
@@ -90,6 +108,20 @@ func TestValidateErrors(t *testing.T) {
 			[]string{"TEE.TDX.MRConfigID is 32 bytes, want exactly 48"}, errdefs.ErrInvalidArgument},
 		{"snp settings with tdx kind", func(c *Config) { c.TEE = TEE{Kind: TEETDX, SNP: &SNPConfig{}} },
 			[]string{`TEE.SNP is set but TEE.Kind is "tdx"`}, errdefs.ErrInvalidArgument},
+		{"sim without chain dir", func(c *Config) { c.TEE.Sim = nil },
+			[]string{"tee sim needs TEE.Sim.ChainDir", "sim_chain_dir"}, errdefs.ErrInvalidArgument},
+		{"sim chain dir missing", func(c *Config) { c.TEE.Sim.ChainDir = "/nonexistent/chain" },
+			[]string{"TEE.Sim.ChainDir /nonexistent/chain: no such directory", "sim_chain_dir"}, errdefs.ErrNotFound},
+		{"sim chain dir relative", func(c *Config) { c.TEE.Sim.ChainDir = "chain" },
+			[]string{"TEE.Sim.ChainDir chain is relative"}, errdefs.ErrInvalidArgument},
+		{"sim chain dir without vcek", func(c *Config) { c.TEE.Sim.ChainDir = c.StateDir },
+			[]string{"TEE.Sim.ChainDir ", "vcek.pem"}, errdefs.ErrInvalidArgument},
+		{"sim host data not 32 bytes", func(c *Config) { c.TEE.Sim.HostData = make([]byte, 48) },
+			[]string{"TEE.Sim.HostData is 48 bytes, want exactly 32"}, errdefs.ErrInvalidArgument},
+		{"sim settings with snp kind", func(c *Config) { c.TEE.Kind = TEESNP; c.Firmware = c.Kernel },
+			[]string{`TEE.Sim is set but TEE.Kind is "snp"`}, errdefs.ErrInvalidArgument},
+		{"sim fw_cfg name taken", func(c *Config) { c.FWCfg = []FWCfgEntry{{Name: sim.FWCfgHostData, String: "00"}} },
+			[]string{`FWCfg[0].Name "opt/cc/sim-host-data" is reserved for the sim TEE`}, errdefs.ErrInvalidArgument},
 		{"unknown tee", func(c *Config) { c.TEE = TEE{Kind: "sgx"} }, []string{`TEE.Kind "sgx" is unknown`}, errdefs.ErrInvalidArgument},
 		{"fw_cfg outside opt", func(c *Config) { c.FWCfg = []FWCfgEntry{{Name: "etc/foo", String: "x"}} },
 			[]string{`FWCfg[0].Name "etc/foo" is not under opt/`}, errdefs.ErrInvalidArgument},
@@ -111,7 +143,7 @@ func TestValidateErrors(t *testing.T) {
 			[]string{"GuestPort is 0, want 1 to 65535"}, errdefs.ErrInvalidArgument},
 		{"forward empty command", func(c *Config) { c.Network.Forwards[0].Command = nil },
 			[]string{"Network.Forwards[0].Command is empty"}, errdefs.ErrInvalidArgument},
-		{"unknown network mode", func(c *Config) { c.Network.Mode = "tap" }, []string{`Network.Mode "tap" is unknown`}, errdefs.ErrInvalidArgument},
+		{"unknown network mode", func(c *Config) { c.Network.Mode = "bridge" }, []string{`Network.Mode "bridge" is unknown`}, errdefs.ErrInvalidArgument},
 		{"agent socket too long", func(c *Config) { c.Agent.SocketPath = long + "/agent.sock" },
 			[]string{"Agent.SocketPath path " + long + "/agent.sock is 112 bytes, longer than the 107-byte limit"}, errdefs.ErrInvalidArgument},
 		{"agent socket dir missing", func(c *Config) { c.Agent.SocketPath = "/nonexistent/agent.sock" },

@@ -15,7 +15,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -27,8 +26,6 @@ import (
 	"github.com/cofferhq/coffer/attestation/snp"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
-	spb "github.com/google/go-sev-guest/proto/sevsnp"
-	"github.com/google/uuid"
 )
 
 // ProductName is the VCEK productName the sim claims, and ProductLine its
@@ -272,84 +269,7 @@ type ReportOptions struct {
 // 0x0-0x29F. It fails if a byte field has the wrong length, a TCB is out of
 // range, or the policy is malformed.
 func (s *Signer) Report(o ReportOptions) ([]byte, error) {
-	field := func(name string, b []byte, size int) ([]byte, error) {
-		if b == nil {
-			return make([]byte, size), nil
-		}
-		if len(b) != size {
-			return nil, fmt.Errorf("sign sim report: %s is %d bytes, want %d", name, len(b), size)
-		}
-		return b, nil
-	}
-	meas, err := field("MEASUREMENT", o.Measurement, abi.MeasurementSize)
-	if err != nil {
-		return nil, err
-	}
-	host, err := field("HOST_DATA", o.HostData, abi.HostDataSize)
-	if err != nil {
-		return nil, err
-	}
-	rd, err := field("REPORT_DATA", o.ReportData, abi.ReportDataSize)
-	if err != nil {
-		return nil, err
-	}
-	tcb := func(p *kds.TCBParts) (uint64, error) {
-		if p == nil {
-			p = &s.TCB
-		}
-		v, err := kds.ComposeTCBParts(*p)
-		return uint64(v), err
-	}
-	var tcbs [4]uint64
-	for i, p := range []*kds.TCBParts{o.ReportedTCB, o.CommittedTCB, o.CurrentTCB, o.LaunchTCB} {
-		if tcbs[i], err = tcb(p); err != nil {
-			return nil, fmt.Errorf("sign sim report: %w", err)
-		}
-	}
-	policy := o.Policy
-	if policy == 0 {
-		policy = DefaultPolicy
-	}
-	r := &spb.Report{
-		Version:         abi.ReportVersion3,
-		GuestSvn:        o.GuestSVN,
-		Policy:          policy,
-		SignatureAlgo:   abi.SignEcdsaP384Sha384,
-		PlatformInfo:    1, // SMT enabled
-		SignerInfo:      abi.ComposeSignerInfo(abi.SignerInfo{SigningKey: abi.VcekReportSigner}),
-		ReportData:      rd,
-		Measurement:     meas,
-		HostData:        host,
-		FamilyId:        make([]byte, abi.FamilyIDSize),
-		ImageId:         make([]byte, abi.ImageIDSize),
-		IdKeyDigest:     make([]byte, abi.IDKeyDigestSize),
-		AuthorKeyDigest: make([]byte, abi.AuthorKeyDigestSize),
-		ReportId:        make([]byte, abi.ReportIDSize),
-		ReportIdMa:      make([]byte, abi.ReportIDMASize),
-		ChipId:          s.ChipID,
-		ReportedTcb:     tcbs[0],
-		CommittedTcb:    tcbs[1],
-		CurrentTcb:      tcbs[2],
-		LaunchTcb:       tcbs[3],
-		Cpuid1EaxFms:    abi.FmsToCpuid1Eax(0x19, 0x01, 0x01), // Milan B1
-		Signature:       make([]byte, abi.SignatureSize),
-	}
-	raw, err := abi.ReportToAbiBytes(r)
-	if err != nil {
-		return nil, fmt.Errorf("sign sim report: %w", err)
-	}
-	if _, err := abi.ReportToProto(raw); err != nil {
-		return nil, fmt.Errorf("sign sim report: %w", err)
-	}
-	digest := sha512.Sum384(abi.SignedComponent(raw))
-	rr, ss, err := ecdsa.Sign(rand.Reader, s.vcekKey, digest[:])
-	if err != nil {
-		return nil, fmt.Errorf("sign sim report: %w", err)
-	}
-	if err := abi.SetSignature(rr, ss, raw); err != nil {
-		return nil, fmt.Errorf("sign sim report: %w", err)
-	}
-	return raw, nil
+	return signReport(s.vcekKey, s.ChipID, s.TCB, o)
 }
 
 // Evidence returns Report(o) followed by a certificate table (GHCB GUID table
@@ -368,10 +288,16 @@ func (s *Signer) Evidence(o ReportOptions) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	table := &abi.CertTable{Entries: []abi.CertTableEntry{
-		{GUID: uuid.MustParse(abi.VcekGUID), RawCert: vcek.Raw},
-		{GUID: uuid.MustParse(abi.AskGUID), RawCert: s.ASK.Raw},
-		{GUID: uuid.MustParse(abi.ArkGUID), RawCert: s.ARK.Raw},
-	}}
-	return append(raw, table.Marshal()...), nil
+	return append(raw, certTable(vcek, s.ASK, s.ARK)...), nil
+}
+
+// Reporter returns a Reporter that signs with this chain's VCEK key at the
+// default TCB, holding no ARK or ASK key: what a sim guest gets. It fails
+// only if the default TCB is out of range.
+func (s *Signer) Reporter() (*Reporter, error) {
+	vcek, err := s.VCEK(s.TCB)
+	if err != nil {
+		return nil, err
+	}
+	return NewReporter(vcek, s.vcekKey)
 }

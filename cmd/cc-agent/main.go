@@ -15,7 +15,11 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cofferhq/coffer/guest/agent"
+	"github.com/cofferhq/coffer/guest/cdh"
+	"github.com/cofferhq/coffer/guest/cdh/apiserver"
+	"github.com/cofferhq/coffer/guest/confidential"
 	"github.com/cofferhq/coffer/guest/image"
+	"github.com/cofferhq/coffer/guest/policy"
 	"github.com/cofferhq/coffer/guest/sysinit"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/vmm/bootlog"
@@ -65,17 +69,38 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	pol, err := policy.LoadDefault()
+	if err != nil {
+		return fmt.Errorf("load the built-in agent policy: %w", err)
+	}
+	hub := confidential.New(confidential.Options{
+		Log:            entry.WithField("component", "cc-agent/confidential"),
+		ServeResources: serveResources,
+	})
 	a, err := agent.New(agent.Options{
-		Puller:   agent.PullerFunc(image.Pull),
-		PowerOff: func() { _ = sysinit.PowerOff() },
-		Version:  version,
-		Log:      entry,
+		Policy:       pol,
+		Confidential: hub,
+		Puller:       agent.PullerFunc(image.Pull),
+		PowerOff:     func() { _ = sysinit.PowerOff() },
+		Version:      version,
+		Log:          entry,
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Printf("%s on %s (kernel %s)\n", bootlog.AgentListening, kind, info.KernelRelease)
 	return a.Serve(ctx, l)
+}
+
+// serveResources serves KBS resources to the pod's workloads on
+// 127.0.0.1:8006 (guest/cdh/apiserver), which every container reaches
+// because containers share the guest's network namespace.
+func serveResources(ctx context.Context, rg cdh.ResourceGetter) error {
+	ln, err := net.Listen("tcp", apiserver.DefaultAddress)
+	if err != nil {
+		return fmt.Errorf("workload resource endpoint: %w", err)
+	}
+	return apiserver.Serve(ctx, ln, rg)
 }
 
 // listen opens the agent transport the kernel command line names

@@ -19,9 +19,11 @@ const connectTimeout = 10 * time.Second
 func imageCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "image",
-		Usage: "pull images for confidential containers",
+		Usage: "pull, encrypt and sign images for confidential containers",
 		Subcommands: []*cli.Command{
 			imagePullCommand(),
+			imageEncryptCommand(),
+			imageSignCommand(),
 		},
 	}
 }

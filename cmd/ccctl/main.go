@@ -17,6 +17,10 @@ func main() {
 			imageCommand(),
 			attestCommand(),
 			kbsCommand(),
+			eventsCommand(),
+			measureCommand(),
+			policyCommand(),
+			secretCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	agent "github.com/cofferhq/coffer/api/agent/v1"
 	"github.com/cofferhq/coffer/guest/image"
+	"github.com/cofferhq/coffer/guest/policy"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
@@ -76,6 +77,15 @@ type Options struct {
 	// PowerOff powers the guest off. Shutdown calls it, in its own
 	// goroutine, after the containers were killed. Required.
 	PowerOff func()
+	// Policy decides every request and stdio stream (guest/policy): a
+	// denied request fails with PermissionDenied naming the rule, a denied
+	// output stream is drained and discarded, denied stdin reads EOF. nil
+	// allows everything (tests). InitSandbox installs the init-data's
+	// policy in it.
+	Policy *policy.Engine
+	// Confidential is the attestation and confidential data hub part; nil
+	// for a plain guest (see Confidential).
+	Confidential Confidential
 	// Version is cc-agent's version for Health, e.g. "v0.1.0".
 	Version string
 	// Log is the agent's logger; a new logrus logger on stderr when nil.
@@ -105,6 +115,9 @@ type Agent struct {
 	exitSubs    map[*exitSub]struct{}
 
 	shutdownOnce sync.Once
+	// initPolicySHA384 is the SHA-384 of the init-data's policy, the only
+	// policy SetPolicy may install; nil without one.
+	initPolicySHA384 atomic.Pointer[[48]byte]
 }
 
 // New checks opts, fills in defaults and returns an Agent. It creates
@@ -203,7 +216,11 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		<-exitsDone
 	}()
 
-	srv, err := ttrpc.NewServer()
+	var srvOpts []ttrpc.ServerOpt
+	if a.opts.Policy != nil {
+		srvOpts = append(srvOpts, ttrpc.WithUnaryServerInterceptor(a.opts.Policy.UnaryServerInterceptor()))
+	}
+	srv, err := ttrpc.NewServer(srvOpts...)
 	if err != nil {
 		return fmt.Errorf("serve agent: create ttrpc server: %w", err)
 	}
@@ -257,8 +274,13 @@ func (a *Agent) handleConn(conn net.Conn, rpcL *connListener) {
 			return
 		}
 		conn.SetReadDeadline(time.Time{})
-		a.log.WithFields(logrus.Fields{"container_id": h.GetContainerId(), "exec_id": h.GetExecId(), "stream": h.GetKind().String()}).
-			Debug("stream opened")
+		fields := logrus.Fields{"container_id": h.GetContainerId(), "exec_id": h.GetExecId(), "stream": h.GetKind().String()}
+		if p := a.opts.Policy; p != nil && !p.AllowStream(h.GetContainerId(), h.GetExecId(), policy.StreamName(h.GetKind())) {
+			a.log.WithFields(fields).Info("closing stream: the agent policy denies it")
+			conn.Close()
+			return
+		}
+		a.log.WithFields(fields).Debug("stream opened")
 		a.streams.offer(streamKey{containerID: h.GetContainerId(), execID: h.GetExecId(), kind: h.GetKind()}, conn)
 	}
 }

@@ -126,11 +126,14 @@ func (a *Agent) createContainer(ctx context.Context, req *agent.CreateContainerR
 	if err := validateID("container_id", id); err != nil {
 		return 0, err
 	}
-	sio := stdioFrom(req.GetStdio())
+	sio := a.policyStdio(id, "", stdioFrom(req.GetStdio()))
 	bundle := a.bundleDir(id)
 	rootfs := filepath.Join(bundle, "rootfs")
 	spec, err := prepareSpec(id, rootfs, req.GetOciSpec(), sio.terminal)
 	if err != nil {
+		return 0, fmt.Errorf("create container %q: %w", id, err)
+	}
+	if spec.Process.Env, err = a.unsealEnv(ctx, spec.Process.Env); err != nil {
 		return 0, fmt.Errorf("create container %q: %w", id, err)
 	}
 	if err := a.reserve(id, "create"); err != nil {
@@ -246,7 +249,10 @@ func (a *Agent) execProcess(ctx context.Context, req *agent.ExecProcessRequest) 
 	if len(spec.Args) == 0 && spec.CommandLine == "" {
 		return 0, fail(fmt.Errorf("process.args is empty: %w", errdefs.ErrInvalidArgument))
 	}
-	sio := stdioFrom(req.GetStdio())
+	if spec.Env, err = a.unsealEnv(ctx, spec.Env); err != nil {
+		return 0, fail(err)
+	}
+	sio := a.policyStdio(id, execID, stdioFrom(req.GetStdio()))
 	spec.Terminal = sio.terminal
 
 	c.mu.Lock()

@@ -33,7 +33,7 @@ func (a *Agent) pullImage(ctx context.Context, req *agent.PullImageRequest) (*ag
 		return nil, fmt.Errorf("pull image for container %q: create bundle directory: %w", id, err)
 	}
 	reg := req.GetRegistry()
-	res, err := a.opts.Puller.Pull(ctx, image.Request{
+	ireq := image.Request{
 		Reference:    req.GetReference(),
 		Digest:       req.GetDigest(),
 		LayerDigests: req.GetLayerDigests(),
@@ -43,7 +43,13 @@ func (a *Agent) pullImage(ctx context.Context, req *agent.PullImageRequest) (*ag
 			CAPEM:     reg.GetCaPem(),
 			Endpoints: reg.GetEndpoints(),
 		},
-	}, filepath.Join(bundle, "rootfs"))
+	}
+	if a.opts.Confidential != nil {
+		if err := a.opts.Confidential.PreparePull(ctx, &ireq); err != nil {
+			return nil, fmt.Errorf("pull image for container %q: %w", id, err)
+		}
+	}
+	res, err := a.opts.Puller.Pull(ctx, ireq, filepath.Join(bundle, "rootfs"))
 	if err != nil {
 		return nil, fmt.Errorf("pull image for container %q: %w", id, err)
 	}

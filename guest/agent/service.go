@@ -75,6 +75,23 @@ func readOrError(path string) string {
 	return string(b)
 }
 
+// InitSandbox takes the pod's init-data.
+func (s *service) InitSandbox(ctx context.Context, req *agent.InitSandboxRequest) (*agent.InitSandboxResponse, error) {
+	resp, err := s.a.initSandbox(ctx, req)
+	return resp, errgrpc.ToGRPC(err)
+}
+
+// SetPolicy replaces the agent policy with the init-data's one.
+func (s *service) SetPolicy(ctx context.Context, req *agent.SetPolicyRequest) (*agent.SetPolicyResponse, error) {
+	return &agent.SetPolicyResponse{}, errgrpc.ToGRPC(s.a.setPolicy(ctx, req.GetPolicy()))
+}
+
+// GetAttestationEvent blocks for the next attestation event.
+func (s *service) GetAttestationEvent(ctx context.Context, _ *agent.GetAttestationEventRequest) (*agent.AttestationEvent, error) {
+	ev, err := s.a.nextAttestationEvent(ctx)
+	return ev, errgrpc.ToGRPC(err)
+}
+
 // PullImage pulls an image into a container's rootfs.
 func (s *service) PullImage(ctx context.Context, req *agent.PullImageRequest) (*agent.PullImageResponse, error) {
 	resp, err := s.a.pullImage(ctx, req)

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/cofferhq/coffer/guest/policy"
+
 	"context"
 	"errors"
 	"fmt"
@@ -427,4 +429,18 @@ func (f *stdinFeed) finish() {
 	if f.closeW {
 		f.w.Close()
 	}
+}
+
+// policyStdio detaches the streams the agent policy denies: denied output
+// is drained and discarded, so the process never blocks on it (Kata#10680),
+// and denied stdin reads EOF.
+func (a *Agent) policyStdio(containerID, execID string, s stdioSpec) stdioSpec {
+	p := a.opts.Policy
+	if p == nil {
+		return s
+	}
+	s.stdin = s.stdin && p.AllowStream(containerID, execID, policy.StreamStdin)
+	s.stdout = s.stdout && p.AllowStream(containerID, execID, policy.StreamStdout)
+	s.stderr = s.stderr && p.AllowStream(containerID, execID, policy.StreamStderr)
+	return s
 }

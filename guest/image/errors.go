@@ -22,8 +22,9 @@ type DigestMismatchError struct {
 	// "config sha256:…".
 	What string
 	// Kind is "digest" (compressed blob or manifest), "diff_id"
-	// (uncompressed layer tar, per the image config's rootfs.diff_ids) or
-	// "size" (bytes).
+	// (uncompressed layer tar, per the image config's rootfs.diff_ids),
+	// "plaintext digest" (the decrypted, still compressed blob of an
+	// encrypted layer, per its wrapped key options) or "size" (bytes).
 	Kind string
 	// Want is the expected value: "sha256:<64 hex>", or a byte count.
 	Want string

@@ -20,6 +20,12 @@ type layer struct {
 	desc   v1.Descriptor // from the (verified) manifest: digest, size, media type
 	diffID v1.Hash       // from the (verified) config's rootfs.diff_ids
 	comp   compression
+	// encrypted is set for ocicrypt "+encrypted" media types; desc.Digest
+	// is then the ciphertext's digest and comp the plaintext's compression.
+	encrypted bool
+	// keyOpts is the layer's unwrapped ocicrypt
+	// PrivateLayerBlockCipherOptions JSON, set before any layer is fetched.
+	keyOpts []byte
 }
 
 // hashingReader counts and SHA-256-hashes every byte read through it and
@@ -61,7 +67,7 @@ func (h *hashingReader) digest() string {
 }
 
 // applyLayer streams one layer from the registry into rootfs: fetch the
-// compressed blob, hash it, decompress by media type, hash the tar against
+// compressed blob, hash it, decrypt it if encrypted, decompress by media type, hash the tar against
 // the diff_id, and unpack with containerd's archive.Apply (OCI whiteouts
 // applied by deletion on a plain directory). Nothing is buffered beyond the
 // decoders' fixed windows. Verification necessarily completes only at the
@@ -82,7 +88,12 @@ func applyLayer(ctx context.Context, img v1.Image, l layer, rootfs string, t *re
 	defer rc.Close()
 
 	cr := newHashingReader(rc)
-	applyErr := unpack(ctx, cr, l, rootfs)
+	var applyErr error
+	if l.encrypted {
+		applyErr = unpackEncrypted(ctx, cr, l, rootfs)
+	} else {
+		applyErr = unpack(ctx, cr, l, rootfs)
+	}
 	// Read the rest of the blob whatever happened: a tampered blob usually
 	// breaks decompression before its end, and the digest mismatch is then
 	// the real cause to report.
@@ -103,6 +114,21 @@ func applyLayer(ctx context.Context, img v1.Image, l layer, rootfs string, t *re
 	}
 	log.G(ctx).WithField("layer", l.desc.Digest.String()).WithField("bytes", cr.n).Debug("layer verified and applied")
 	return cr.n, nil
+}
+
+// unpackEncrypted decrypts the ciphertext read through cr with l's
+// unwrapped key, then unpacks the plaintext like unpack, and finally
+// authenticates the whole ciphertext (HMAC) and checks the plaintext
+// digest. The caller checks cr's digest.
+func unpackEncrypted(ctx context.Context, cr *hashingReader, l layer, rootfs string) error {
+	dr, err := l.decrypt(cr)
+	if err != nil {
+		return err
+	}
+	if err := unpack(ctx, dr, l, rootfs); err != nil {
+		return err
+	}
+	return dr.finish()
 }
 
 // unpack decompresses r, applies the tar to rootfs and checks the

@@ -24,29 +24,43 @@ const (
 	zstdCompressed
 )
 
+// encryptedSuffix ends the media type of an ocicrypt-encrypted layer
+// (containers/ocicrypt docs/spec.md): the encrypted blob of a layer of the
+// media type without the suffix.
+const encryptedSuffix = "+encrypted"
+
 // layerCompression maps a layer media type to its compression, per the OCI
 // image spec (layer.md, media-types.md) and the Docker image manifest v2
-// schema 2. Encrypted layers (ocicrypt's "+encrypted" suffix) and unknown
-// types are refused with errdefs.ErrNotImplemented.
-func layerCompression(mediaType string) (compression, error) {
-	if strings.HasSuffix(mediaType, "+encrypted") {
-		return 0, fmt.Errorf("layer media type %q: encrypted layers need the attestation path (key release after attestation), not a plain pull: %w", mediaType, errdefs.ErrNotImplemented)
+// schema 2, and says whether the layer is ocicrypt-encrypted (the same
+// types with the "+encrypted" suffix). Unknown types are refused with
+// errdefs.ErrNotImplemented.
+func layerCompression(mediaType string) (compression, bool, error) {
+	base, encrypted := strings.CutSuffix(mediaType, encryptedSuffix)
+	c, ok := plainLayerCompression(base)
+	if !ok {
+		return 0, false, fmt.Errorf("layer media type %q is not supported: want an OCI or Docker tar layer, uncompressed, gzip or zstd, optionally ocicrypt-encrypted (%q suffix): %w", mediaType, encryptedSuffix, errdefs.ErrNotImplemented)
 	}
+	return c, encrypted, nil
+}
+
+// plainLayerCompression maps an unencrypted layer media type to its
+// compression; false for unknown types.
+func plainLayerCompression(mediaType string) (compression, bool) {
 	switch mediaType {
 	case "application/vnd.oci.image.layer.v1.tar",
 		"application/vnd.oci.image.layer.nondistributable.v1.tar",
 		"application/vnd.docker.image.rootfs.diff.tar":
-		return uncompressed, nil
+		return uncompressed, true
 	case "application/vnd.oci.image.layer.v1.tar+gzip",
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
 		"application/vnd.docker.image.rootfs.diff.tar.gzip",
 		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
-		return gzipped, nil
+		return gzipped, true
 	case "application/vnd.oci.image.layer.v1.tar+zstd",
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd":
-		return zstdCompressed, nil
+		return zstdCompressed, true
 	}
-	return 0, fmt.Errorf("layer media type %q is not supported: want an OCI or Docker tar layer, uncompressed, gzip or zstd: %w", mediaType, errdefs.ErrNotImplemented)
+	return 0, false
 }
 
 // decompress returns a streaming reader of the tar inside r. Closing it

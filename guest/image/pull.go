@@ -57,6 +57,12 @@ type Request struct {
 	Platform string
 	// Registry is how the guest reaches registries.
 	Registry RegistryConfig
+	// Decrypt unwraps the keys of ocicrypt-encrypted layers ("+encrypted"
+	// media types); guest/cdh's KeyProvider is the one to pass. Every key
+	// is unwrapped before any layer is fetched. nil refuses encrypted
+	// images (errdefs.ErrFailedPrecondition, naming the first encrypted
+	// layer).
+	Decrypt LayerKeyUnwrapper
 }
 
 // Result describes a completed pull.
@@ -77,6 +83,8 @@ type Result struct {
 	// ConfigJSON is the raw OCI image config blob (verified against the
 	// manifest), for the caller to build the runtime spec from.
 	ConfigJSON []byte
+	// DecryptedLayers counts the ocicrypt-encrypted layers decrypted.
+	DecryptedLayers int
 }
 
 // Pull fetches the image of req into rootfs, an absolute directory path
@@ -85,13 +93,20 @@ type Result struct {
 // directories, hard and symbolic links, modes including setuid and sticky,
 // ownership, mtimes, device nodes where permitted, xattrs).
 //
+// Encrypted layers (ocicrypt, "+encrypted" media types) are decrypted in
+// the same stream with keys from req.Decrypt; their plaintext is checked
+// against the key options' digest and the config's diff_id, and the whole
+// ciphertext against ocicrypt's HMAC.
+//
 // Every error starts with "pull <Reference>: " and wraps an errdefs class:
 // ErrInvalidArgument (bad request, malformed image), ErrFailedPrecondition
-// (rootfs not empty, LayerDigests differ), ErrNotFound (no such manifest, no
-// manifest for the platform), ErrNotImplemented (encrypted or unknown layer
-// media types, schema 1), ErrUnavailable (*UnreachableError, *TLSError, 5xx),
-// ErrUnauthenticated / ErrPermissionDenied (401/403), ErrDataLoss
-// (*DigestMismatchError). Registry error responses keep the registry's
+// (rootfs not empty, LayerDigests differ, an encrypted layer and no
+// req.Decrypt), ErrNotFound (no such manifest, no manifest for the
+// platform), ErrNotImplemented (unknown layer media types, schema 1),
+// ErrUnavailable (*UnreachableError, *TLSError, 5xx), ErrUnauthenticated /
+// ErrPermissionDenied (401/403), ErrDataLoss (*DigestMismatchError, a
+// failed ciphertext HMAC). Layer key errors come from req.Decrypt unchanged
+// (guest/cdh's *KeyError). Registry error responses keep the registry's
 // "CODE: message". On any error the rootfs is left empty; if emptying
 // fails too, the error says so and the rootfs must not be used.
 func Pull(ctx context.Context, req Request, rootfs string) (res *Result, retErr error) {
@@ -139,6 +154,9 @@ func Pull(ctx context.Context, req Request, rootfs string) (res *Result, retErr 
 		BytesFetched:   r.fetched,
 		ConfigJSON:     r.rawConfig,
 	}
+	if res.DecryptedLayers, err = unwrapLayerKeys(ctx, req.Decrypt, r.layers); err != nil {
+		return nil, fail(err)
+	}
 	for i, l := range r.layers {
 		n, err := applyLayer(ctx, r.img, l, rootfs, t)
 		res.BytesFetched += n
@@ -149,7 +167,7 @@ func Pull(ctx context.Context, req Request, rootfs string) (res *Result, retErr 
 	}
 	res.Duration = time.Since(start)
 	log.G(ctx).WithField("ref", req.Reference).WithField("manifest", res.ManifestDigest).
-		WithField("layers", len(res.LayerDigests)).WithField("bytes", res.BytesFetched).
+		WithField("layers", len(res.LayerDigests)).WithField("decrypted", res.DecryptedLayers).WithField("bytes", res.BytesFetched).
 		WithField("duration", res.Duration).Info("image pulled and verified")
 	return res, nil
 }

@@ -353,9 +353,14 @@ func TestPullDiffIDMismatchRefused(t *testing.T) {
 }
 
 func TestPullRefusesLayerMediaTypes(t *testing.T) {
-	for mt, want := range map[types.MediaType]string{
-		"application/vnd.oci.image.layer.v1.tar+gzip+encrypted": "encrypted layers need the attestation path",
-		"application/vnd.oci.image.layer.v1.tar+bzip2":          "is not supported",
+	for mt, tc := range map[types.MediaType]struct {
+		want  string
+		class func(error) bool
+	}{
+		// No Request.Decrypt: refused before any layer is fetched.
+		"application/vnd.oci.image.layer.v1.tar+gzip+encrypted":  {"is encrypted (media type \"application/vnd.oci.image.layer.v1.tar+gzip+encrypted\") but no decryption source is configured (Request.Decrypt): encrypted layers need the attestation path", errdefs.IsFailedPrecondition},
+		"application/vnd.oci.image.layer.v1.tar+bzip2":           {"is not supported", errdefs.IsNotImplemented},
+		"application/vnd.oci.image.layer.v1.tar+bzip2+encrypted": {"is not supported", errdefs.IsNotImplemented},
 	} {
 		t.Run(string(mt), func(t *testing.T) {
 			reg := startRegistry(t, false, "")
@@ -368,8 +373,8 @@ func TestPullRefusesLayerMediaTypes(t *testing.T) {
 			_, err := Pull(logtest.WithT(context.Background(), t), Request{Reference: ref, Registry: RegistryConfig{Insecure: []string{reg.host}}}, rootfs)
 			require.Error(t, err)
 			t.Logf("error: %v", err)
-			assert.ErrorContains(t, err, want)
-			assert.True(t, errdefs.IsNotImplemented(err), "%v", err)
+			assert.ErrorContains(t, err, tc.want)
+			assert.True(t, tc.class(err), "%v", err)
 			assert.EqualValues(t, 1, reg.blobGets.Load()-before, "only the config blob may be fetched")
 			requireEmptyDir(t, rootfs)
 		})

@@ -164,11 +164,15 @@ func resolve(ctx context.Context, req Request, ref name.Reference, plat specs.Pl
 		if d.Digest.Algorithm != "sha256" || cfg.RootFS.DiffIDs[i].Algorithm != "sha256" {
 			return nil, fmt.Errorf("layer %d of manifest %s: digest %s, diff_id %s: only sha256 is supported: %w", i, got, d.Digest, cfg.RootFS.DiffIDs[i], errdefs.ErrNotImplemented)
 		}
-		comp, err := layerCompression(string(d.MediaType))
+		comp, encrypted, err := layerCompression(string(d.MediaType))
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", d.Digest, err)
 		}
-		r.layers = append(r.layers, layer{desc: d, diffID: cfg.RootFS.DiffIDs[i], comp: comp})
+		if encrypted && req.Decrypt == nil {
+			return nil, fmt.Errorf("layer %s is encrypted (media type %q) but no decryption source is configured (Request.Decrypt): encrypted layers need the attestation path, where the confidential data hub releases layer keys after attestation: %w",
+				d.Digest, d.MediaType, errdefs.ErrFailedPrecondition)
+		}
+		r.layers = append(r.layers, layer{desc: d, diffID: cfg.RootFS.DiffIDs[i], comp: comp, encrypted: encrypted})
 	}
 	if _, ok := ref.(name.Digest); !ok {
 		log.G(ctx).WithField("ref", ref.String()).WithField("manifest", got).Warn("pulled by tag: the manifest is not pinned by a digest from the host")

@@ -11,6 +11,10 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // RegistryConfig is how the guest reaches registries. Nothing else is
@@ -148,12 +152,19 @@ func listed(list []string, host string) bool {
 }
 
 // endpoint returns the address to dial for addr ("host:port").
-func (t *registryTransport) endpoint(addr string) string {
-	if e, ok := t.cfg.Endpoints[addr]; ok {
+func (t *registryTransport) endpoint(addr string) string { return Endpoint(t.cfg.Endpoints, addr) }
+
+// Endpoint returns the address to dial for addr ("host:port") under the
+// dial rewrites endpoints (RegistryConfig.Endpoints: "host:port" or "host"
+// to "ip:port"), or addr itself when none applies. The KBS client uses the
+// same rewrites to reach a host address through its forwarded guest
+// address.
+func Endpoint(endpoints map[string]string, addr string) string {
+	if e, ok := endpoints[addr]; ok {
 		return e
 	}
 	if h, _, err := net.SplitHostPort(addr); err == nil {
-		if e, ok := t.cfg.Endpoints[h]; ok {
+		if e, ok := endpoints[h]; ok {
 			return e
 		}
 	}
@@ -220,4 +231,21 @@ func (t *registryTransport) firstConnErr() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.connErr
+}
+
+// RemoteOptions returns go-containerregistry options that reach registry
+// ("host[:port]") exactly as Pull does under reg: its transport (Insecure
+// hosts, CAPEM, Endpoints) and anonymous auth, plus name.Insecure when
+// registry is listed in reg.Insecure. The signature check of the image
+// security policy fetches with them. It fails if a CAPEM does not parse.
+func RemoteOptions(reg RegistryConfig, registry string) ([]remote.Option, []name.Option, error) {
+	t, err := newRegistryTransport(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var no []name.Option
+	if listed(reg.Insecure, registry) {
+		no = append(no, name.Insecure)
+	}
+	return []remote.Option{remote.WithTransport(t), remote.WithAuth(authn.Anonymous)}, no, nil
 }

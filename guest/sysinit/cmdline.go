@@ -3,7 +3,6 @@ package sysinit
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,9 +13,11 @@ import (
 // Kernel command-line keys Coffer reads. Every other "cc." key is an error;
 // keys without the prefix belong to the kernel and are ignored.
 const (
-	// KeyNet is cc.net=ADDRESS/PREFIX[,GATEWAY[,DNS]], for example
-	// cc.net=10.0.2.15/24,10.0.2.2,10.0.2.3 (IPv4 or IPv6; GATEWAY must lie
-	// inside ADDRESS/PREFIX).
+	// KeyNet is cc.net=ADDRESS/PREFIX[,GATEWAY[,DNS]][,KEY=VALUE]..., for
+	// example cc.net=10.0.2.15/24,10.0.2.2,10.0.2.3 (IPv4 or IPv6; GATEWAY
+	// must lie inside ADDRESS/PREFIX). The optional KEY=VALUE fields (mac=,
+	// mtu=, addr=, route=, dns=, search=) are described on ParseNetConfig.
+	// The fw_cfg item FWCfgNet, when present, replaces it.
 	KeyNet = "cc.net"
 	// KeyTransport is cc.transport=virtio-serial[:PORTNAME] or
 	// cc.transport=vsock[:PORT], the channel the agent serves its API on.
@@ -65,16 +66,6 @@ func (t Transport) String() string {
 	return ""
 }
 
-// NetConfig is the parsed cc.net key.
-type NetConfig struct {
-	// Address is the interface address with its prefix length (10.0.2.15/24).
-	Address netip.Prefix
-	// Gateway is the default route's next hop; invalid (zero) for no route.
-	Gateway netip.Addr
-	// DNS is the resolver written to /etc/resolv.conf; invalid (zero) for none.
-	DNS netip.Addr
-}
-
 // Cmdline holds the cc.* keys of the kernel command line.
 type Cmdline struct {
 	// Net is nil when cc.net is absent: the guest then gets only lo.
@@ -108,7 +99,7 @@ func ParseCmdline(s string) (Cmdline, error) {
 		var err error
 		switch key {
 		case KeyNet:
-			c.Net, err = parseNet(val)
+			c.Net, err = ParseNetConfig(val)
 		case KeyTransport:
 			c.Transport, err = parseTransport(val)
 		case KeyDebug:
@@ -153,32 +144,6 @@ func splitCmdline(s string) []string {
 		words = append(words, cur.String())
 	}
 	return words
-}
-
-func parseNet(v string) (*NetConfig, error) {
-	parts := strings.Split(v, ",")
-	if len(parts) > 3 || parts[0] == "" {
-		return nil, errors.New("want ADDRESS/PREFIX[,GATEWAY[,DNS]], e.g. 10.0.2.15/24,10.0.2.2,10.0.2.3")
-	}
-	addr, err := netip.ParsePrefix(parts[0])
-	if err != nil {
-		return nil, fmt.Errorf("address: %w", err)
-	}
-	n := &NetConfig{Address: addr}
-	if len(parts) > 1 && parts[1] != "" {
-		if n.Gateway, err = netip.ParseAddr(parts[1]); err != nil {
-			return nil, fmt.Errorf("gateway: %w", err)
-		}
-		if !addr.Masked().Contains(n.Gateway) {
-			return nil, fmt.Errorf("gateway %s is outside %s: want a gateway on the guest's subnet", n.Gateway, addr.Masked())
-		}
-	}
-	if len(parts) > 2 && parts[2] != "" {
-		if n.DNS, err = netip.ParseAddr(parts[2]); err != nil {
-			return nil, fmt.Errorf("dns: %w", err)
-		}
-	}
-	return n, nil
 }
 
 func parseTransport(v string) (Transport, error) {

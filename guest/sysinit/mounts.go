@@ -32,6 +32,13 @@ func cgroupMount() mount {
 	return mount{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME, ""}
 }
 
+// configfsMount is where configfs-tsm (/sys/kernel/config/tsm/report)
+// lives: the kernel interface SNP and TDX guests use for attestation
+// reports on Linux 6.7 and later.
+func configfsMount() mount {
+	return mount{"configfs", "/sys/kernel/config", "configfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""}
+}
+
 // do mounts m, creating the target directory if needed. EBUSY, which mount(2)
 // returns when the same file system is already mounted at the target, counts
 // as success.

@@ -1,11 +1,15 @@
 package sysinit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -78,27 +82,108 @@ func waitForCarrier(ctx context.Context, link netlink.Link) error {
 	}
 }
 
-// configureLink gives link the address of n, sets it up and adds the
-// default route via n.Gateway if set.
-func configureLink(link netlink.Link, n *NetConfig) error {
+// configureLink applies n to link: it picks the interface by n.MAC (see
+// pickLink), sets the MTU, adds n.Address and n.Addresses, sets it up, adds
+// n.Routes (on-link ones first) and the default route via n.Gateway. It
+// returns the link it configured.
+func configureLink(link netlink.Link, n *NetConfig) (netlink.Link, error) {
+	link, err := pickLink(link, n.MAC)
+	if err != nil {
+		return nil, err
+	}
 	name := link.Attrs().Name
-	addr := &netlink.Addr{IPNet: &net.IPNet{
-		IP:   n.Address.Addr().AsSlice(),
-		Mask: net.CIDRMask(n.Address.Bits(), n.Address.Addr().BitLen()),
-	}}
-	if err := netlink.AddrAdd(link, addr); err != nil {
-		return fmt.Errorf("add address %s to %s: %w", n.Address, name, err)
+	if n.MTU != 0 && link.Attrs().MTU != n.MTU {
+		if err := netlink.LinkSetMTU(link, n.MTU); err != nil {
+			return nil, fmt.Errorf("set mtu of %s to %d bytes: %w", name, n.MTU, err)
+		}
+	}
+	for _, p := range append([]netip.Prefix{n.Address}, n.Addresses...) {
+		addr := &netlink.Addr{IPNet: &net.IPNet{
+			IP:   p.Addr().AsSlice(),
+			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+		}}
+		if p.Addr().Is6() {
+			// No duplicate address detection: the address is the pod's,
+			// already checked by the CNI plugin on the host side.
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(link, addr); err != nil {
+			return nil, fmt.Errorf("add address %s to %s: %w", p, name, err)
+		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %s up: %w", name, err)
+		return nil, fmt.Errorf("set %s up: %w", name, err)
+	}
+	for _, r := range orderRoutes(n.Routes) {
+		if err := netlink.RouteAdd(netlinkRoute(link, r)); err != nil {
+			return nil, fmt.Errorf("add route %s dev %s: %w", r, name, err)
+		}
 	}
 	if n.Gateway.IsValid() {
 		route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: n.Gateway.AsSlice()}
 		if err := netlink.RouteAdd(route); err != nil {
-			return fmt.Errorf("add default route via %s dev %s: %w", n.Gateway, name, err)
+			return nil, fmt.Errorf("add default route via %s dev %s: %w", n.Gateway, name, err)
 		}
 	}
-	return nil
+	return link, nil
+}
+
+// pickLink returns the link whose hardware address is mac, or, when no link
+// has it, first after giving it mac. With a nil mac it returns first.
+func pickLink(first netlink.Link, mac net.HardwareAddr) (netlink.Link, error) {
+	if mac == nil || bytes.Equal(first.Attrs().HardwareAddr, mac) {
+		return first, nil
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if bytes.Equal(l.Attrs().HardwareAddr, mac) {
+			return l, nil
+		}
+	}
+	if err := netlink.LinkSetHardwareAddr(first, mac); err != nil {
+		return nil, fmt.Errorf("no interface has mac %s, and setting it on %s failed: %w", mac, first.Attrs().Name, err)
+	}
+	return netlink.LinkByIndex(first.Attrs().Index)
+}
+
+// orderRoutes returns routes with the on-link ones first, each group in
+// its given order, so that next hops reached through an on-link route
+// (Calico's 169.254.1.1) are reachable when their routes are added.
+func orderRoutes(routes []Route) []Route {
+	out := make([]Route, 0, len(routes))
+	for _, r := range routes {
+		if !r.Via.IsValid() {
+			out = append(out, r)
+		}
+	}
+	for _, r := range routes {
+		if r.Via.IsValid() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// netlinkRoute turns r into a route through link: scope link without a
+// next hop, universe scope with one.
+func netlinkRoute(link netlink.Link, r Route) *netlink.Route {
+	nr := &netlink.Route{
+		LinkIndex: link.Attrs().Index,
+		Dst: &net.IPNet{
+			IP:   r.Dst.Addr().AsSlice(),
+			Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen()),
+		},
+		Scope: netlink.SCOPE_UNIVERSE,
+	}
+	if r.Via.IsValid() {
+		nr.Gw = r.Via.AsSlice()
+	} else {
+		nr.Scope = netlink.SCOPE_LINK
+	}
+	return nr
 }
 
 // setupNetwork brings lo up and, when n is set, configures the first other
@@ -123,7 +208,7 @@ func setupNetwork(ctx context.Context, n *NetConfig, timeout time.Duration, modu
 	if err != nil {
 		return "", fmt.Errorf("wait for network interface: %w", err)
 	}
-	if err := configureLink(link, n); err != nil {
+	if link, err = configureLink(link, n); err != nil {
 		return "", err
 	}
 	if err := waitForCarrier(wctx, link); err != nil {
@@ -142,18 +227,55 @@ func failedModules(results []ModuleResult) string {
 	return strings.Join(failed, "; ")
 }
 
-// writeResolvConf writes /etc/resolv.conf naming dns, if dns is set.
+// resolvConf returns the /etc/resolv.conf text for n: one nameserver line
+// per resolver (DNS, then MoreDNS) and a search line if n.Search is set;
+// "" when n has neither.
+func resolvConf(n *NetConfig) string {
+	if n == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, a := range n.Nameservers() {
+		b.WriteString("nameserver " + a.String() + "\n")
+	}
+	if len(n.Search) > 0 {
+		b.WriteString("search " + strings.Join(n.Search, " ") + "\n")
+	}
+	return b.String()
+}
+
+// writeResolvConf writes /etc/resolv.conf (see resolvConf), if n names any
+// resolver or search domain.
 func writeResolvConf(n *NetConfig) error {
-	if n == nil || !n.DNS.IsValid() {
+	s := resolvConf(n)
+	if s == "" {
 		return nil
 	}
 	if err := os.MkdirAll("/etc", 0o755); err != nil {
 		return fmt.Errorf("create /etc: %w", err)
 	}
-	if err := os.WriteFile("/etc/resolv.conf", []byte("nameserver "+n.DNS.String()+"\n"), 0o644); err != nil {
+	if err := os.WriteFile("/etc/resolv.conf", []byte(s), 0o644); err != nil {
 		return fmt.Errorf("write /etc/resolv.conf: %w", err)
 	}
 	return nil
+}
+
+// readNetFWCfg reads the fw_cfg item FWCfgNet below root (fwCfgRoot in
+// the guest) and parses it. It returns nil, nil when the item is absent.
+func readNetFWCfg(root string) (*NetConfig, error) {
+	p := filepath.Join(root, FWCfgNet, "raw")
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read fw_cfg item %s: %w", FWCfgNet, err)
+	}
+	n, err := ParseNetConfig(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("parse fw_cfg item %s (%q): %w: %w", FWCfgNet, b, err, errdefs.ErrInvalidArgument)
+	}
+	return n, nil
 }
 
 // writeHosts writes /etc/hosts with the localhost names and, if set, the

@@ -43,7 +43,8 @@ type Options struct {
 
 // Info describes the system Setup prepared.
 type Info struct {
-	// Cmdline holds the parsed cc.* kernel parameters.
+	// Cmdline holds the parsed cc.* kernel parameters; its Net is the
+	// fw_cfg item FWCfgNet instead when that is present.
 	Cmdline Cmdline
 	// KernelRelease is `uname -r` ("6.1.0-57-cloud-amd64").
 	KernelRelease string
@@ -71,17 +72,21 @@ func (i *Info) FailedModules() []ModuleResult {
 //  2. sets PATH to a standard value if the kernel passed none;
 //  3. parses /proc/cmdline (ParseCmdline);
 //  4. loads the modules in /lib/modules/<release>/coffer.load in order;
-//  5. sets the hostname if Options.Hostname is set, and writes /etc/hosts;
-//  6. brings lo up and, with cc.net, waits for the first other interface,
-//     gives it the address, sets it up, adds the default route, waits for
-//     its carrier (IFF_LOWER_UP) and writes /etc/resolv.conf.
+//  5. reads the fw_cfg item FWCfgNet, which replaces cc.net when present
+//     (Info.Cmdline.Net holds the one used);
+//  6. sets the hostname if Options.Hostname is set, and writes /etc/hosts;
+//  7. brings lo up and, with a network configuration, waits for the first
+//     other interface, picks the one with the configured MAC (or gives it
+//     that MAC), sets its MTU, adds its addresses, sets it up, adds its
+//     routes and the default route, waits for its carrier (IFF_LOWER_UP)
+//     and writes /etc/resolv.conf.
 //
 // A module that fails to load does not fail Setup: it is logged and reported
 // in Info.Modules, and the caller decides whether it matters. Setup returns
 // an error naming the step for everything else: a failed mount, a bad cc.*
-// key (errdefs.ErrInvalidArgument), a missing module list, or a network
-// interface that does not appear in time (errdefs.ErrUnavailable, listing
-// module failures).
+// key or fw_cfg network item (errdefs.ErrInvalidArgument), a missing module
+// list, or a network interface that does not appear in time
+// (errdefs.ErrUnavailable, listing module failures).
 func Setup(ctx context.Context, opts Options) (*Info, error) {
 	if opts.LinkTimeout == 0 {
 		opts.LinkTimeout = DefaultLinkTimeout
@@ -92,6 +97,11 @@ func Setup(ctx context.Context, opts Options) (*Info, error) {
 	}
 	if err := cgroupMount().do(); err != nil {
 		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	if err := configfsMount().do(); err != nil {
+		// Only attestation through configfs-tsm needs it; the attester
+		// falls back to /dev/sev-guest or /dev/tdx_guest and says so.
+		logger.WithError(err).Warn("configfs not mounted: configfs-tsm attestation reports are unavailable")
 	}
 	if os.Getenv("PATH") == "" {
 		if err := os.Setenv("PATH", defaultPath); err != nil {
@@ -123,6 +133,13 @@ func Setup(ctx context.Context, opts Options) (*Info, error) {
 		logger.WithError(m.Err).WithField("module", m.Path).Warn("kernel module failed to load")
 	}
 	logger.WithField("count", len(info.Modules)).WithField("elapsed", time.Since(start)).Debug("kernel modules loaded")
+	fwNet, err := readNetFWCfg(fwCfgRoot)
+	if err != nil {
+		return nil, fmt.Errorf("system setup: %w", err)
+	}
+	if fwNet != nil {
+		info.Cmdline.Net = fwNet
+	}
 
 	if opts.Hostname != "" {
 		if err := unix.Sethostname([]byte(opts.Hostname)); err != nil {
@@ -133,15 +150,15 @@ func Setup(ctx context.Context, opts Options) (*Info, error) {
 		return nil, fmt.Errorf("system setup: %w", err)
 	}
 	netStart := time.Now()
-	info.Link, err = setupNetwork(ctx, cmdline.Net, opts.LinkTimeout, info.Modules)
+	info.Link, err = setupNetwork(ctx, info.Cmdline.Net, opts.LinkTimeout, info.Modules)
 	if err != nil {
 		return nil, fmt.Errorf("system setup: network: %w", err)
 	}
-	if err := writeResolvConf(cmdline.Net); err != nil {
+	if err := writeResolvConf(info.Cmdline.Net); err != nil {
 		return nil, fmt.Errorf("system setup: %w", err)
 	}
 	if info.Link != "" {
-		logger.WithField("link", info.Link).WithField("address", cmdline.Net.Address).WithField("elapsed", time.Since(netStart)).Debug("network configured")
+		logger.WithField("link", info.Link).WithField("net", info.Cmdline.Net.String()).WithField("elapsed", time.Since(netStart)).Debug("network configured")
 	}
 	return info, nil
 }

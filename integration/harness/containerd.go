@@ -51,6 +51,12 @@ type ContainerdOptions struct {
 	// "warn", "error"); containerd passes debug on to the shims it starts.
 	// Empty means "debug".
 	LogLevel string
+	// CRI, when set, configures the CRI plugin for crictl and CNI (see
+	// StartCRI, which sets it): CNI dirs, the sandbox image, network
+	// namespaces under the state dir, and the "cc" runtime's snapshotter,
+	// sandboxer and pod annotations as in configs/containerd/cri.toml. Nil
+	// leaves the CRI plugin at containerd's defaults (no CNI).
+	CRI *CRIConfig
 }
 
 // Containerd is a containerd daemon private to one test: its own root,
@@ -198,6 +204,20 @@ func (c *Containerd) config(opts ContainerdOptions) []byte {
 		{"platform": "linux/amd64", "snapshotter": "overlayfs"},
 		{"platform": "linux/amd64", "snapshotter": CCSnapshotterName},
 	}
+	criRuntime := map[string]any{
+		"containerd": map[string]any{
+			"runtimes": map[string]any{CRIRuntimeName: runtime},
+		},
+	}
+	plugins := map[string]any{
+		"io.containerd.server.v1.grpc":    map[string]any{"address": c.address},
+		"io.containerd.server.v1.ttrpc":   map[string]any{"address": c.address + ".ttrpc"},
+		"io.containerd.transfer.v1.local": map[string]any{"unpack_config": unpack},
+		"io.containerd.cri.v1.runtime":    criRuntime,
+	}
+	if opts.CRI != nil {
+		opts.CRI.apply(runtime, criRuntime, plugins)
+	}
 	cfg := map[string]any{
 		"version": 4,
 		"proxy_plugins": map[string]any{
@@ -207,19 +227,10 @@ func (c *Containerd) config(opts ContainerdOptions) []byte {
 				"exports": map[string]any{"enable_remote_snapshot_annotations": "true"},
 			},
 		},
-		"root":  filepath.Join(c.dir, "root"),
-		"state": filepath.Join(c.dir, "state"),
-		"debug": map[string]any{"level": level},
-		"plugins": map[string]any{
-			"io.containerd.server.v1.grpc":    map[string]any{"address": c.address},
-			"io.containerd.server.v1.ttrpc":   map[string]any{"address": c.address + ".ttrpc"},
-			"io.containerd.transfer.v1.local": map[string]any{"unpack_config": unpack},
-			"io.containerd.cri.v1.runtime": map[string]any{
-				"containerd": map[string]any{
-					"runtimes": map[string]any{CRIRuntimeName: runtime},
-				},
-			},
-		},
+		"root":    filepath.Join(c.dir, "root"),
+		"state":   filepath.Join(c.dir, "state"),
+		"debug":   map[string]any{"level": level},
+		"plugins": plugins,
 	}
 	b, err := toml.Marshal(cfg)
 	if err != nil {

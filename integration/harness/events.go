@@ -69,6 +69,15 @@ type EventPayload struct {
 	Name string `json:"name"`
 	// Labels are the labels of /namespaces/* and /images/* events.
 	Labels map[string]string `json:"labels"`
+	// Phase, TEE, Measurement, KBSURL and Reason are the fields of
+	// Coffer's /cc/attestation events (api/events/v1 Attestation).
+	Phase       string `json:"phase"`
+	TEE         string `json:"tee"`
+	Measurement string `json:"measurement"`
+	KBSURL      string `json:"kbs_url"`
+	Reason      string `json:"reason"`
+	Resource    string `json:"resource"`
+	Attempt     int    `json:"attempt"`
 }
 
 // String renders the event as "<topic> <payload JSON>" for test messages.
@@ -131,8 +140,17 @@ type EventWatcher struct {
 func (c *Containerd) WatchEvents(ctx context.Context, t testing.TB) *EventWatcher {
 	t.Helper()
 	wctx, cancel := context.WithCancel(ctx)
+	ccctl, err := binary("ccctl")
+	if err != nil {
+		cancel()
+		t.Fatalf("watch events: %v", err)
+	}
+	// `ccctl events` prints ctr's line format and also decodes Coffer's
+	// /cc/* events, which `ctr events` drops.
+	cmd := exec.CommandContext(wctx, ccctl, "events", "--address", c.address, "namespace=="+c.namespace)
+	cmd.WaitDelay = 5 * time.Second
 	w := &EventWatcher{
-		cmd:     c.Command(wctx, "events", "namespace=="+c.namespace),
+		cmd:     cmd,
 		cancel:  cancel,
 		exited:  make(chan struct{}),
 		changed: make(chan struct{}),
@@ -145,7 +163,7 @@ func (c *Containerd) WatchEvents(ctx context.Context, t testing.TB) *EventWatche
 	w.cmd.Stderr = &lockedWriter{mu: &w.mu, w: &w.stderr}
 	if err := w.cmd.Start(); err != nil {
 		cancel()
-		t.Fatalf("watch events: start `ctr events`: %v", err)
+		t.Fatalf("watch events: start `ccctl events`: %v", err)
 	}
 	go w.read(stdout)
 	t.Cleanup(func() {

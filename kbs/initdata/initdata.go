@@ -13,16 +13,14 @@
 package initdata
 
 import (
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/cofferhq/coffer/attestation"
+	"github.com/cofferhq/coffer/initdata"
 	"github.com/cofferhq/coffer/kbs/protocol"
 )
 
@@ -80,32 +78,21 @@ func Parse(in *protocol.InitData) (*Result, error) {
 
 // Sum hashes b with the protocol.Hash* algorithm alg (sha384 if unknown).
 func Sum(alg string, b []byte) []byte {
-	var h hash.Hash
-	switch alg {
-	case protocol.HashSHA256:
-		h = sha256.New()
-	case protocol.HashSHA512:
-		h = sha512.New()
-	default:
-		h = sha512.New384()
+	if s := initdata.Sum(alg, b); s != nil {
+		return s
 	}
-	h.Write(b)
-	return h.Sum(nil)
+	return initdata.Sum(initdata.SHA384, b)
 }
 
 // FieldSize returns the size of the evidence field init-data binds to for
 // tee: SNP and sim HOST_DATA 32 bytes, TDX MRCONFIGID 48 bytes.
 func FieldSize(tee attestation.TEE) int {
 	if tee == attestation.TEETDX {
-		return 48
+		return initdata.SizeMRConfigID
 	}
-	return 32
+	return initdata.SizeHostData
 }
 
 // Fit pads digest with zero bytes or truncates it to n bytes (Trustee
-// regularize_data).
-func Fit(digest []byte, n int) []byte {
-	out := make([]byte, n)
-	copy(out, digest)
-	return out
-}
+// regularize_data); see initdata.Fit.
+func Fit(digest []byte, n int) []byte { return initdata.Fit(digest, n) }

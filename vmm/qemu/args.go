@@ -11,6 +11,11 @@ import (
 	"github.com/containerd/errdefs"
 )
 
+// TapFD is the file descriptor number under which QEMU inherits
+// vmm.Tap.File: the first of exec.Cmd.ExtraFiles, after stdin, stdout and
+// stderr.
+const TapFD = 3
+
 // IDs of the QEMU objects Args creates.
 const (
 	consoleChardevID = "console"
@@ -43,14 +48,18 @@ const (
 //     StateDir/qemu.pid.
 //   - Network user: -netdev user with restrict=on|off and one guestfwd per
 //     Forward, plus a virtio-net-pci NIC without option ROM.
+//   - Network tap: -netdev tap with fd=TapFD when Tap.File is set (Start
+//     passes the file), else ifname=<Tap.Name>,script=no,downscript=no;
+//     the virtio-net-pci NIC takes mac=<Tap.MAC> and host_mtu=<Tap.MTU>
+//     when set.
 //   - Agent virtio-serial: virtio-serial-pci with a port named
 //     vmm.VirtioSerialPortName on a server socket at Agent.SocketPath;
 //     agent vsock: vhost-vsock-pci with guest-cid.
 //   - SEV-SNP: RAM from a shared memfd backend and a sev-snp-guest object
 //     (cbitpos, reduced-phys-bits, policy, kernel-hashes, host-data as
 //     base64). TDX: a tdx-guest object in JSON form (mrconfigid as base64,
-//     quote-generation-socket as a vsock address). TEESim adds nothing: its
-//     evidence goes in FWCfg entries. For both real TEEs, QEMU itself turns
+//     quote-generation-socket as a vsock address). TEESim adds nothing
+//     here: New appends its fw_cfg items (vmm.Config.PrepareSim) to FWCfg. For both real TEEs, QEMU itself turns
 //     on iommu_platform for virtio devices, which the guest needs for
 //     bounce buffering.
 //   - One -fw_cfg per FWCfg entry.
@@ -145,6 +154,8 @@ func (b *argBuilder) network(n *vmm.Network) error {
 			return invalid("network mode none cannot have %d forwards", len(n.Forwards))
 		}
 		return nil
+	case vmm.NetworkTap:
+		return b.tap(n.Tap)
 	case vmm.NetworkUser:
 	default:
 		return invalid("network mode %q is unknown", n.Mode)
@@ -159,6 +170,35 @@ func (b *argBuilder) network(n *vmm.Network) error {
 	}
 	b.add("-netdev", strings.Join(opts, ","))
 	b.add("-device", "virtio-net-pci,netdev="+netdevID+",romfile=")
+	return nil
+}
+
+// tap adds a tap netdev and its virtio-net NIC: fd=TapFD when the caller
+// passes an open tap (QEMU inherits it, see QEMU.Start), else the tap by
+// name without QEMU's ifup/ifdown scripts. vhost stays off: it needs
+// /dev/vhost-net and KVM.
+func (b *argBuilder) tap(t *vmm.Tap) error {
+	if t == nil {
+		return invalid("network mode tap needs Network.Tap")
+	}
+	netdev := []string{"tap", "id=" + netdevID}
+	switch {
+	case t.File != nil:
+		netdev = append(netdev, "fd="+strconv.Itoa(TapFD))
+	case t.Name != "":
+		netdev = append(netdev, "ifname="+escape(t.Name), "script=no", "downscript=no")
+	default:
+		return invalid("network tap has neither File nor Name")
+	}
+	device := []string{"virtio-net-pci", "netdev=" + netdevID}
+	if t.MAC != "" {
+		device = append(device, "mac="+escape(t.MAC))
+	}
+	if t.MTU != 0 {
+		device = append(device, "host_mtu="+strconv.Itoa(t.MTU))
+	}
+	b.add("-netdev", strings.Join(netdev, ","))
+	b.add("-device", strings.Join(append(device, "romfile="), ","))
 	return nil
 }
 

@@ -47,11 +47,9 @@ func goldenConfigs() map[string]*vmm.Config {
 
 	sim := goldenBase()
 	sim.Agent = vmm.Agent{Kind: vmm.AgentVirtioSerial, SocketPath: "/run/cc/0123abcd/agent.sock"}
-	sim.TEE = vmm.TEE{Kind: vmm.TEESim}
-	sim.FWCfg = []vmm.FWCfgEntry{
-		{Name: "opt/cc/sim-report", File: "/run/cc/0123abcd/sim-report.bin"},
-		{Name: "opt/cc/policy", String: "allow=a,b"},
-	}
+	sim.TEE = vmm.TEE{Kind: vmm.TEESim, Sim: &vmm.SimConfig{ChainDir: "/etc/coffer/sim", HostData: seq(32)}}
+	// What New passes to Args: the caller's entries, then PrepareSim's.
+	sim.FWCfg = append([]vmm.FWCfgEntry{{Name: "opt/cc/policy", String: "allow=a,b"}}, sim.SimFWCfg([48]byte(seq(48)))...)
 
 	snp := goldenBase()
 	snp.Accel = vmm.AccelKVM
@@ -72,7 +70,14 @@ func goldenConfigs() map[string]*vmm.Config {
 	vsock.Accel = vmm.AccelKVM
 	vsock.Agent = vmm.Agent{Kind: vmm.AgentVsock, GuestCID: 3}
 
-	return map[string]*vmm.Config{"none": none, "sim": sim, "snp": snp, "tdx": tdx, "vsock": vsock}
+	tap := goldenBase()
+	tap.Agent = vmm.Agent{Kind: vmm.AgentVirtioSerial, SocketPath: "/run/cc/0123abcd/agent.sock"}
+	// Args only checks that File is set; os.Stdin stands in for the tap.
+	tap.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{
+		Name: "tap0_cc", File: os.Stdin, MAC: "0a:58:0a:58:00:05", MTU: 1450,
+	}}
+
+	return map[string]*vmm.Config{"none": none, "sim": sim, "snp": snp, "tdx": tdx, "vsock": vsock, "tap": tap}
 }
 
 func TestArgsGolden(t *testing.T) {
@@ -152,7 +157,7 @@ func TestArgsErrors(t *testing.T) {
 			c.TEE = vmm.TEE{Kind: vmm.TEETDX, TDX: &vmm.TDXConfig{MRConfigID: seq(3)}}
 		}, "TDX MRConfigID is 3 bytes, want 48"},
 		{"unknown agent", func(c *vmm.Config) { c.Agent.Kind = "tcp" }, `agent kind "tcp" is unknown`},
-		{"unknown network", func(c *vmm.Config) { c.Network.Mode = "tap" }, `network mode "tap" is unknown`},
+		{"unknown network", func(c *vmm.Config) { c.Network.Mode = "bridge" }, `network mode "bridge" is unknown`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -66,11 +67,23 @@ type QEMU struct {
 var _ vmm.VMM = (*QEMU)(nil)
 
 // New validates cfg (see vmm.Config.Validate), builds the command line (see
-// Args) and returns a QEMU ready to Start. It copies cfg; the slices inside
-// are shared and must not change afterwards.
+// Args) and returns a QEMU ready to Start. For TEE kind sim it first runs
+// cfg.PrepareSim, which writes StateDir/sim-identity.pem and measures the
+// kernel, initrd and cmdline, and appends the sim fw_cfg items after
+// cfg.FWCfg. It copies cfg; the slices inside are shared and must not change
+// afterwards.
 func New(cfg *vmm.Config) (*QEMU, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.TEE.Kind == vmm.TEESim {
+		entries, err := cfg.PrepareSim()
+		if err != nil {
+			return nil, err
+		}
+		c := *cfg
+		c.FWCfg = append(slices.Clone(cfg.FWCfg), entries...)
+		cfg = &c
 	}
 	args, err := Args(cfg)
 	if err != nil {
@@ -137,6 +150,9 @@ func (q *QEMU) launch(ctx context.Context) (int, error) {
 	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = time.Second
+	if t := q.cfg.Network.Tap; q.cfg.Network.Mode == vmm.NetworkTap && t != nil && t.File != nil {
+		cmd.ExtraFiles = []*os.File{t.File} // becomes TapFD in QEMU
+	}
 
 	started := make(chan error, 1)
 	go q.run(cmd, stderrLog, log.G(ctx).WithField("vm", q.cfg.Name), started)

@@ -86,6 +86,362 @@ func (StreamKind) EnumDescriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{0}
 }
 
+type InitSandboxRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The init-data document exactly as the pod owner wrote it (CoCo
+	// init-data TOML, version 0.1.0). Empty: no init-data; the guest then
+	// uses its built-in defaults and a confidential guest cannot attest.
+	InitData []byte `protobuf:"bytes,1,opt,name=init_data,json=initData,proto3" json:"init_data,omitempty"`
+	// Attest before the first pull, and refuse to pull without a KBS.
+	RequireAttestation bool `protobuf:"varint,2,opt,name=require_attestation,json=requireAttestation,proto3" json:"require_attestation,omitempty"`
+	// How long the attestation agent keeps retrying an unreachable KBS,
+	// in nanoseconds; 0 means the guest's default.
+	AttestationDeadlineNs int64 `protobuf:"varint,3,opt,name=attestation_deadline_ns,json=attestationDeadlineNs,proto3" json:"attestation_deadline_ns,omitempty"`
+	// Dial rewrites for host addresses the guest reaches through forwards
+	// (as RegistryConfig.endpoints): the KBS URL in init-data names the
+	// host's address, the guest dials the forwarded one.
+	Endpoints     map[string]string `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitSandboxRequest) Reset() {
+	*x = InitSandboxRequest{}
+	mi := &file_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitSandboxRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitSandboxRequest) ProtoMessage() {}
+
+func (x *InitSandboxRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitSandboxRequest.ProtoReflect.Descriptor instead.
+func (*InitSandboxRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *InitSandboxRequest) GetInitData() []byte {
+	if x != nil {
+		return x.InitData
+	}
+	return nil
+}
+
+func (x *InitSandboxRequest) GetRequireAttestation() bool {
+	if x != nil {
+		return x.RequireAttestation
+	}
+	return false
+}
+
+func (x *InitSandboxRequest) GetAttestationDeadlineNs() int64 {
+	if x != nil {
+		return x.AttestationDeadlineNs
+	}
+	return 0
+}
+
+func (x *InitSandboxRequest) GetEndpoints() map[string]string {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type InitSandboxResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// TEE the guest found: "snp", "tdx", "sim" or "" for none.
+	Tee string `protobuf:"bytes,1,opt,name=tee,proto3" json:"tee,omitempty"`
+	// Digest of the init-data (its own "algorithm"), empty without it.
+	InitDataDigest []byte `protobuf:"bytes,2,opt,name=init_data_digest,json=initDataDigest,proto3" json:"init_data_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InitSandboxResponse) Reset() {
+	*x = InitSandboxResponse{}
+	mi := &file_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitSandboxResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitSandboxResponse) ProtoMessage() {}
+
+func (x *InitSandboxResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitSandboxResponse.ProtoReflect.Descriptor instead.
+func (*InitSandboxResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *InitSandboxResponse) GetTee() string {
+	if x != nil {
+		return x.Tee
+	}
+	return ""
+}
+
+func (x *InitSandboxResponse) GetInitDataDigest() []byte {
+	if x != nil {
+		return x.InitDataDigest
+	}
+	return nil
+}
+
+type SetPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new policy, Rego source of package agent_policy.
+	Policy        string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SetPolicyRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+type SetPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyResponse) Reset() {
+	*x = SetPolicyResponse{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyResponse) ProtoMessage() {}
+
+func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+type GetAttestationEventRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAttestationEventRequest) Reset() {
+	*x = GetAttestationEventRequest{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAttestationEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAttestationEventRequest) ProtoMessage() {}
+
+func (x *GetAttestationEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAttestationEventRequest.ProtoReflect.Descriptor instead.
+func (*GetAttestationEventRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
+// AttestationEvent is one step of the guest's attestation to the KBS.
+type AttestationEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of evidence, verifying, allowed, denied, failed, keys-released.
+	Phase string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Tee   string `protobuf:"bytes,2,opt,name=tee,proto3" json:"tee,omitempty"`
+	// Launch measurement from the evidence, lower-case hex.
+	Measurement string `protobuf:"bytes,3,opt,name=measurement,proto3" json:"measurement,omitempty"`
+	KbsUrl      string `protobuf:"bytes,4,opt,name=kbs_url,json=kbsUrl,proto3" json:"kbs_url,omitempty"`
+	// Why: the KBS's reason on denied or failed, the resource URI on
+	// keys-released.
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Resource URI (kbs:///repo/type/tag) for keys-released.
+	Resource string `protobuf:"bytes,6,opt,name=resource,proto3" json:"resource,omitempty"`
+	// Attempt number, from 1, of the attestation the event belongs to.
+	Attempt int32 `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Time the step took, in nanoseconds.
+	DurationNs    int64 `protobuf:"varint,8,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttestationEvent) Reset() {
+	*x = AttestationEvent{}
+	mi := &file_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttestationEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttestationEvent) ProtoMessage() {}
+
+func (x *AttestationEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttestationEvent.ProtoReflect.Descriptor instead.
+func (*AttestationEvent) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AttestationEvent) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *AttestationEvent) GetTee() string {
+	if x != nil {
+		return x.Tee
+	}
+	return ""
+}
+
+func (x *AttestationEvent) GetMeasurement() string {
+	if x != nil {
+		return x.Measurement
+	}
+	return ""
+}
+
+func (x *AttestationEvent) GetKbsUrl() string {
+	if x != nil {
+		return x.KbsUrl
+	}
+	return ""
+}
+
+func (x *AttestationEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AttestationEvent) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AttestationEvent) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *AttestationEvent) GetDurationNs() int64 {
+	if x != nil {
+		return x.DurationNs
+	}
+	return 0
+}
+
 type HealthRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -94,7 +450,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -106,7 +462,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -119,7 +475,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 type HealthResponse struct {
@@ -136,7 +492,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -148,7 +504,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -161,7 +517,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HealthResponse) GetVersion() string {
@@ -193,7 +549,7 @@ type DiagnosticsRequest struct {
 
 func (x *DiagnosticsRequest) Reset() {
 	*x = DiagnosticsRequest{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +561,7 @@ func (x *DiagnosticsRequest) String() string {
 func (*DiagnosticsRequest) ProtoMessage() {}
 
 func (x *DiagnosticsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +574,7 @@ func (x *DiagnosticsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnosticsRequest.ProtoReflect.Descriptor instead.
 func (*DiagnosticsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 type DiagnosticsResponse struct {
@@ -243,7 +599,7 @@ type DiagnosticsResponse struct {
 
 func (x *DiagnosticsResponse) Reset() {
 	*x = DiagnosticsResponse{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +611,7 @@ func (x *DiagnosticsResponse) String() string {
 func (*DiagnosticsResponse) ProtoMessage() {}
 
 func (x *DiagnosticsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +624,7 @@ func (x *DiagnosticsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnosticsResponse.ProtoReflect.Descriptor instead.
 func (*DiagnosticsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DiagnosticsResponse) GetLog() []string {
@@ -337,7 +693,7 @@ type RegistryConfig struct {
 
 func (x *RegistryConfig) Reset() {
 	*x = RegistryConfig{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +705,7 @@ func (x *RegistryConfig) String() string {
 func (*RegistryConfig) ProtoMessage() {}
 
 func (x *RegistryConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +718,7 @@ func (x *RegistryConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryConfig.ProtoReflect.Descriptor instead.
 func (*RegistryConfig) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegistryConfig) GetInsecure() []string {
@@ -408,7 +764,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +776,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +789,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullImageRequest) GetContainerId() string {
@@ -497,7 +853,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +865,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +878,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PullImageResponse) GetManifestDigest() string {
@@ -577,7 +933,7 @@ type StdioSpec struct {
 
 func (x *StdioSpec) Reset() {
 	*x = StdioSpec{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +945,7 @@ func (x *StdioSpec) String() string {
 func (*StdioSpec) ProtoMessage() {}
 
 func (x *StdioSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +958,7 @@ func (x *StdioSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StdioSpec.ProtoReflect.Descriptor instead.
 func (*StdioSpec) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StdioSpec) GetStdin() bool {
@@ -646,7 +1002,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +1014,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +1027,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -705,7 +1061,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +1073,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +1086,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -749,7 +1105,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1117,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1130,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -793,7 +1149,7 @@ type StartContainerResponse struct {
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1161,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1174,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StartContainerResponse) GetPid() uint32 {
@@ -841,7 +1197,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1209,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1222,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -906,7 +1262,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1274,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1287,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExecProcessResponse) GetPid() uint32 {
@@ -955,7 +1311,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1323,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1336,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -1019,7 +1375,7 @@ type SignalProcessResponse struct {
 
 func (x *SignalProcessResponse) Reset() {
 	*x = SignalProcessResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1387,7 @@ func (x *SignalProcessResponse) String() string {
 func (*SignalProcessResponse) ProtoMessage() {}
 
 func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1400,7 @@ func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 type WaitProcessRequest struct {
@@ -1057,7 +1413,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1425,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1438,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1110,7 +1466,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1478,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1491,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() uint32 {
@@ -1162,7 +1518,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1530,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1543,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -1212,7 +1568,7 @@ type CloseStdinResponse struct {
 
 func (x *CloseStdinResponse) Reset() {
 	*x = CloseStdinResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1580,7 @@ func (x *CloseStdinResponse) String() string {
 func (*CloseStdinResponse) ProtoMessage() {}
 
 func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1593,7 @@ func (x *CloseStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinResponse.ProtoReflect.Descriptor instead.
 func (*CloseStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 type ResizeTTYRequest struct {
@@ -1252,7 +1608,7 @@ type ResizeTTYRequest struct {
 
 func (x *ResizeTTYRequest) Reset() {
 	*x = ResizeTTYRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1620,7 @@ func (x *ResizeTTYRequest) String() string {
 func (*ResizeTTYRequest) ProtoMessage() {}
 
 func (x *ResizeTTYRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1633,7 @@ func (x *ResizeTTYRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTTYRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTTYRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResizeTTYRequest) GetContainerId() string {
@@ -1316,7 +1672,7 @@ type ResizeTTYResponse struct {
 
 func (x *ResizeTTYResponse) Reset() {
 	*x = ResizeTTYResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1684,7 @@ func (x *ResizeTTYResponse) String() string {
 func (*ResizeTTYResponse) ProtoMessage() {}
 
 func (x *ResizeTTYResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1697,7 @@ func (x *ResizeTTYResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTTYResponse.ProtoReflect.Descriptor instead.
 func (*ResizeTTYResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 type StatsRequest struct {
@@ -1353,7 +1709,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1721,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1734,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatsRequest) GetContainerId() string {
@@ -1398,7 +1754,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1766,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1779,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StatsResponse) GetMetrics() *anypb.Any {
@@ -1442,7 +1798,7 @@ type ListPidsRequest struct {
 
 func (x *ListPidsRequest) Reset() {
 	*x = ListPidsRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1810,7 @@ func (x *ListPidsRequest) String() string {
 func (*ListPidsRequest) ProtoMessage() {}
 
 func (x *ListPidsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1823,7 @@ func (x *ListPidsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPidsRequest.ProtoReflect.Descriptor instead.
 func (*ListPidsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListPidsRequest) GetContainerId() string {
@@ -1488,7 +1844,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1856,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1869,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1539,7 +1895,7 @@ type ListPidsResponse struct {
 
 func (x *ListPidsResponse) Reset() {
 	*x = ListPidsResponse{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1907,7 @@ func (x *ListPidsResponse) String() string {
 func (*ListPidsResponse) ProtoMessage() {}
 
 func (x *ListPidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1920,7 @@ func (x *ListPidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPidsResponse.ProtoReflect.Descriptor instead.
 func (*ListPidsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListPidsResponse) GetProcesses() []*ProcessInfo {
@@ -1585,7 +1941,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1953,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1966,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -1635,7 +1991,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +2003,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +2016,7 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 type GetOOMEventRequest struct {
@@ -1671,7 +2027,7 @@ type GetOOMEventRequest struct {
 
 func (x *GetOOMEventRequest) Reset() {
 	*x = GetOOMEventRequest{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +2039,7 @@ func (x *GetOOMEventRequest) String() string {
 func (*GetOOMEventRequest) ProtoMessage() {}
 
 func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +2052,7 @@ func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
 func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 type GetOOMEventResponse struct {
@@ -1708,7 +2064,7 @@ type GetOOMEventResponse struct {
 
 func (x *GetOOMEventResponse) Reset() {
 	*x = GetOOMEventResponse{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +2076,7 @@ func (x *GetOOMEventResponse) String() string {
 func (*GetOOMEventResponse) ProtoMessage() {}
 
 func (x *GetOOMEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2089,7 @@ func (x *GetOOMEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOOMEventResponse.ProtoReflect.Descriptor instead.
 func (*GetOOMEventResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetOOMEventResponse) GetContainerId() string {
@@ -1751,7 +2107,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +2119,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2132,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 type ShutdownResponse struct {
@@ -1787,7 +2143,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +2155,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +2168,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 // StreamHeader opens a raw stdio stream. It is not an RPC message: it is
@@ -1831,7 +2187,7 @@ type StreamHeader struct {
 
 func (x *StreamHeader) Reset() {
 	*x = StreamHeader{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2199,7 @@ func (x *StreamHeader) String() string {
 func (*StreamHeader) ProtoMessage() {}
 
 func (x *StreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2212,7 @@ func (x *StreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeader.ProtoReflect.Descriptor instead.
 func (*StreamHeader) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StreamHeader) GetContainerId() string {
@@ -1884,7 +2240,32 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x0fcoffer.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19google/protobuf/any.proto\"\x0f\n" +
+	"\vagent.proto\x12\x0fcoffer.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19google/protobuf/any.proto\"\xaa\x02\n" +
+	"\x12InitSandboxRequest\x12\x1b\n" +
+	"\tinit_data\x18\x01 \x01(\fR\binitData\x12/\n" +
+	"\x13require_attestation\x18\x02 \x01(\bR\x12requireAttestation\x126\n" +
+	"\x17attestation_deadline_ns\x18\x03 \x01(\x03R\x15attestationDeadlineNs\x12P\n" +
+	"\tendpoints\x18\x04 \x03(\v22.coffer.agent.v1.InitSandboxRequest.EndpointsEntryR\tendpoints\x1a<\n" +
+	"\x0eEndpointsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Q\n" +
+	"\x13InitSandboxResponse\x12\x10\n" +
+	"\x03tee\x18\x01 \x01(\tR\x03tee\x12(\n" +
+	"\x10init_data_digest\x18\x02 \x01(\fR\x0einitDataDigest\"*\n" +
+	"\x10SetPolicyRequest\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\"\x13\n" +
+	"\x11SetPolicyResponse\"\x1c\n" +
+	"\x1aGetAttestationEventRequest\"\xe4\x01\n" +
+	"\x10AttestationEvent\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x10\n" +
+	"\x03tee\x18\x02 \x01(\tR\x03tee\x12 \n" +
+	"\vmeasurement\x18\x03 \x01(\tR\vmeasurement\x12\x17\n" +
+	"\akbs_url\x18\x04 \x01(\tR\x06kbsUrl\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1a\n" +
+	"\bresource\x18\x06 \x01(\tR\bresource\x12\x18\n" +
+	"\aattempt\x18\a \x01(\x05R\aattempt\x12\x1f\n" +
+	"\vduration_ns\x18\b \x01(\x03R\n" +
+	"durationNs\"\x0f\n" +
 	"\rHealthRequest\"w\n" +
 	"\x0eHealthResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x10\n" +
@@ -2000,11 +2381,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x17STREAM_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11STREAM_KIND_STDIN\x10\x01\x12\x16\n" +
 	"\x12STREAM_KIND_STDOUT\x10\x02\x12\x16\n" +
-	"\x12STREAM_KIND_STDERR\x10\x032\xb2\n" +
-	"\n" +
+	"\x12STREAM_KIND_STDERR\x10\x032\xc7\f\n" +
 	"\x05Agent\x12I\n" +
 	"\x06Health\x12\x1e.coffer.agent.v1.HealthRequest\x1a\x1f.coffer.agent.v1.HealthResponse\x12X\n" +
-	"\vDiagnostics\x12#.coffer.agent.v1.DiagnosticsRequest\x1a$.coffer.agent.v1.DiagnosticsResponse\x12R\n" +
+	"\vDiagnostics\x12#.coffer.agent.v1.DiagnosticsRequest\x1a$.coffer.agent.v1.DiagnosticsResponse\x12X\n" +
+	"\vInitSandbox\x12#.coffer.agent.v1.InitSandboxRequest\x1a$.coffer.agent.v1.InitSandboxResponse\x12e\n" +
+	"\x13GetAttestationEvent\x12+.coffer.agent.v1.GetAttestationEventRequest\x1a!.coffer.agent.v1.AttestationEvent\x12R\n" +
+	"\tSetPolicy\x12!.coffer.agent.v1.SetPolicyRequest\x1a\".coffer.agent.v1.SetPolicyResponse\x12R\n" +
 	"\tPullImage\x12!.coffer.agent.v1.PullImageRequest\x1a\".coffer.agent.v1.PullImageResponse\x12d\n" +
 	"\x0fCreateContainer\x12'.coffer.agent.v1.CreateContainerRequest\x1a(.coffer.agent.v1.CreateContainerResponse\x12a\n" +
 	"\x0eStartContainer\x12&.coffer.agent.v1.StartContainerRequest\x1a'.coffer.agent.v1.StartContainerResponse\x12X\n" +
@@ -2033,94 +2416,108 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_agent_proto_goTypes = []any{
-	(StreamKind)(0),                 // 0: coffer.agent.v1.StreamKind
-	(*HealthRequest)(nil),           // 1: coffer.agent.v1.HealthRequest
-	(*HealthResponse)(nil),          // 2: coffer.agent.v1.HealthResponse
-	(*DiagnosticsRequest)(nil),      // 3: coffer.agent.v1.DiagnosticsRequest
-	(*DiagnosticsResponse)(nil),     // 4: coffer.agent.v1.DiagnosticsResponse
-	(*RegistryConfig)(nil),          // 5: coffer.agent.v1.RegistryConfig
-	(*PullImageRequest)(nil),        // 6: coffer.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 7: coffer.agent.v1.PullImageResponse
-	(*StdioSpec)(nil),               // 8: coffer.agent.v1.StdioSpec
-	(*CreateContainerRequest)(nil),  // 9: coffer.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 10: coffer.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 11: coffer.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 12: coffer.agent.v1.StartContainerResponse
-	(*ExecProcessRequest)(nil),      // 13: coffer.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 14: coffer.agent.v1.ExecProcessResponse
-	(*SignalProcessRequest)(nil),    // 15: coffer.agent.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil),   // 16: coffer.agent.v1.SignalProcessResponse
-	(*WaitProcessRequest)(nil),      // 17: coffer.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 18: coffer.agent.v1.WaitProcessResponse
-	(*CloseStdinRequest)(nil),       // 19: coffer.agent.v1.CloseStdinRequest
-	(*CloseStdinResponse)(nil),      // 20: coffer.agent.v1.CloseStdinResponse
-	(*ResizeTTYRequest)(nil),        // 21: coffer.agent.v1.ResizeTTYRequest
-	(*ResizeTTYResponse)(nil),       // 22: coffer.agent.v1.ResizeTTYResponse
-	(*StatsRequest)(nil),            // 23: coffer.agent.v1.StatsRequest
-	(*StatsResponse)(nil),           // 24: coffer.agent.v1.StatsResponse
-	(*ListPidsRequest)(nil),         // 25: coffer.agent.v1.ListPidsRequest
-	(*ProcessInfo)(nil),             // 26: coffer.agent.v1.ProcessInfo
-	(*ListPidsResponse)(nil),        // 27: coffer.agent.v1.ListPidsResponse
-	(*RemoveContainerRequest)(nil),  // 28: coffer.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 29: coffer.agent.v1.RemoveContainerResponse
-	(*GetOOMEventRequest)(nil),      // 30: coffer.agent.v1.GetOOMEventRequest
-	(*GetOOMEventResponse)(nil),     // 31: coffer.agent.v1.GetOOMEventResponse
-	(*ShutdownRequest)(nil),         // 32: coffer.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 33: coffer.agent.v1.ShutdownResponse
-	(*StreamHeader)(nil),            // 34: coffer.agent.v1.StreamHeader
-	nil,                             // 35: coffer.agent.v1.DiagnosticsResponse.ContainersEntry
-	nil,                             // 36: coffer.agent.v1.RegistryConfig.EndpointsEntry
-	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
-	(*anypb.Any)(nil),               // 38: google.protobuf.Any
+	(StreamKind)(0),                    // 0: coffer.agent.v1.StreamKind
+	(*InitSandboxRequest)(nil),         // 1: coffer.agent.v1.InitSandboxRequest
+	(*InitSandboxResponse)(nil),        // 2: coffer.agent.v1.InitSandboxResponse
+	(*SetPolicyRequest)(nil),           // 3: coffer.agent.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),          // 4: coffer.agent.v1.SetPolicyResponse
+	(*GetAttestationEventRequest)(nil), // 5: coffer.agent.v1.GetAttestationEventRequest
+	(*AttestationEvent)(nil),           // 6: coffer.agent.v1.AttestationEvent
+	(*HealthRequest)(nil),              // 7: coffer.agent.v1.HealthRequest
+	(*HealthResponse)(nil),             // 8: coffer.agent.v1.HealthResponse
+	(*DiagnosticsRequest)(nil),         // 9: coffer.agent.v1.DiagnosticsRequest
+	(*DiagnosticsResponse)(nil),        // 10: coffer.agent.v1.DiagnosticsResponse
+	(*RegistryConfig)(nil),             // 11: coffer.agent.v1.RegistryConfig
+	(*PullImageRequest)(nil),           // 12: coffer.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),          // 13: coffer.agent.v1.PullImageResponse
+	(*StdioSpec)(nil),                  // 14: coffer.agent.v1.StdioSpec
+	(*CreateContainerRequest)(nil),     // 15: coffer.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil),    // 16: coffer.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),      // 17: coffer.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),     // 18: coffer.agent.v1.StartContainerResponse
+	(*ExecProcessRequest)(nil),         // 19: coffer.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),        // 20: coffer.agent.v1.ExecProcessResponse
+	(*SignalProcessRequest)(nil),       // 21: coffer.agent.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),      // 22: coffer.agent.v1.SignalProcessResponse
+	(*WaitProcessRequest)(nil),         // 23: coffer.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),        // 24: coffer.agent.v1.WaitProcessResponse
+	(*CloseStdinRequest)(nil),          // 25: coffer.agent.v1.CloseStdinRequest
+	(*CloseStdinResponse)(nil),         // 26: coffer.agent.v1.CloseStdinResponse
+	(*ResizeTTYRequest)(nil),           // 27: coffer.agent.v1.ResizeTTYRequest
+	(*ResizeTTYResponse)(nil),          // 28: coffer.agent.v1.ResizeTTYResponse
+	(*StatsRequest)(nil),               // 29: coffer.agent.v1.StatsRequest
+	(*StatsResponse)(nil),              // 30: coffer.agent.v1.StatsResponse
+	(*ListPidsRequest)(nil),            // 31: coffer.agent.v1.ListPidsRequest
+	(*ProcessInfo)(nil),                // 32: coffer.agent.v1.ProcessInfo
+	(*ListPidsResponse)(nil),           // 33: coffer.agent.v1.ListPidsResponse
+	(*RemoveContainerRequest)(nil),     // 34: coffer.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil),    // 35: coffer.agent.v1.RemoveContainerResponse
+	(*GetOOMEventRequest)(nil),         // 36: coffer.agent.v1.GetOOMEventRequest
+	(*GetOOMEventResponse)(nil),        // 37: coffer.agent.v1.GetOOMEventResponse
+	(*ShutdownRequest)(nil),            // 38: coffer.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),           // 39: coffer.agent.v1.ShutdownResponse
+	(*StreamHeader)(nil),               // 40: coffer.agent.v1.StreamHeader
+	nil,                                // 41: coffer.agent.v1.InitSandboxRequest.EndpointsEntry
+	nil,                                // 42: coffer.agent.v1.DiagnosticsResponse.ContainersEntry
+	nil,                                // 43: coffer.agent.v1.RegistryConfig.EndpointsEntry
+	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                  // 45: google.protobuf.Any
 }
 var file_agent_proto_depIdxs = []int32{
-	37, // 0: coffer.agent.v1.HealthResponse.started_at:type_name -> google.protobuf.Timestamp
-	35, // 1: coffer.agent.v1.DiagnosticsResponse.containers:type_name -> coffer.agent.v1.DiagnosticsResponse.ContainersEntry
-	36, // 2: coffer.agent.v1.RegistryConfig.endpoints:type_name -> coffer.agent.v1.RegistryConfig.EndpointsEntry
-	5,  // 3: coffer.agent.v1.PullImageRequest.registry:type_name -> coffer.agent.v1.RegistryConfig
-	8,  // 4: coffer.agent.v1.CreateContainerRequest.stdio:type_name -> coffer.agent.v1.StdioSpec
-	8,  // 5: coffer.agent.v1.ExecProcessRequest.stdio:type_name -> coffer.agent.v1.StdioSpec
-	37, // 6: coffer.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
-	38, // 7: coffer.agent.v1.StatsResponse.metrics:type_name -> google.protobuf.Any
-	26, // 8: coffer.agent.v1.ListPidsResponse.processes:type_name -> coffer.agent.v1.ProcessInfo
-	0,  // 9: coffer.agent.v1.StreamHeader.kind:type_name -> coffer.agent.v1.StreamKind
-	1,  // 10: coffer.agent.v1.Agent.Health:input_type -> coffer.agent.v1.HealthRequest
-	3,  // 11: coffer.agent.v1.Agent.Diagnostics:input_type -> coffer.agent.v1.DiagnosticsRequest
-	6,  // 12: coffer.agent.v1.Agent.PullImage:input_type -> coffer.agent.v1.PullImageRequest
-	9,  // 13: coffer.agent.v1.Agent.CreateContainer:input_type -> coffer.agent.v1.CreateContainerRequest
-	11, // 14: coffer.agent.v1.Agent.StartContainer:input_type -> coffer.agent.v1.StartContainerRequest
-	13, // 15: coffer.agent.v1.Agent.ExecProcess:input_type -> coffer.agent.v1.ExecProcessRequest
-	15, // 16: coffer.agent.v1.Agent.SignalProcess:input_type -> coffer.agent.v1.SignalProcessRequest
-	17, // 17: coffer.agent.v1.Agent.WaitProcess:input_type -> coffer.agent.v1.WaitProcessRequest
-	19, // 18: coffer.agent.v1.Agent.CloseStdin:input_type -> coffer.agent.v1.CloseStdinRequest
-	21, // 19: coffer.agent.v1.Agent.ResizeTTY:input_type -> coffer.agent.v1.ResizeTTYRequest
-	23, // 20: coffer.agent.v1.Agent.Stats:input_type -> coffer.agent.v1.StatsRequest
-	25, // 21: coffer.agent.v1.Agent.ListPids:input_type -> coffer.agent.v1.ListPidsRequest
-	28, // 22: coffer.agent.v1.Agent.RemoveContainer:input_type -> coffer.agent.v1.RemoveContainerRequest
-	30, // 23: coffer.agent.v1.Agent.GetOOMEvent:input_type -> coffer.agent.v1.GetOOMEventRequest
-	32, // 24: coffer.agent.v1.Agent.Shutdown:input_type -> coffer.agent.v1.ShutdownRequest
-	2,  // 25: coffer.agent.v1.Agent.Health:output_type -> coffer.agent.v1.HealthResponse
-	4,  // 26: coffer.agent.v1.Agent.Diagnostics:output_type -> coffer.agent.v1.DiagnosticsResponse
-	7,  // 27: coffer.agent.v1.Agent.PullImage:output_type -> coffer.agent.v1.PullImageResponse
-	10, // 28: coffer.agent.v1.Agent.CreateContainer:output_type -> coffer.agent.v1.CreateContainerResponse
-	12, // 29: coffer.agent.v1.Agent.StartContainer:output_type -> coffer.agent.v1.StartContainerResponse
-	14, // 30: coffer.agent.v1.Agent.ExecProcess:output_type -> coffer.agent.v1.ExecProcessResponse
-	16, // 31: coffer.agent.v1.Agent.SignalProcess:output_type -> coffer.agent.v1.SignalProcessResponse
-	18, // 32: coffer.agent.v1.Agent.WaitProcess:output_type -> coffer.agent.v1.WaitProcessResponse
-	20, // 33: coffer.agent.v1.Agent.CloseStdin:output_type -> coffer.agent.v1.CloseStdinResponse
-	22, // 34: coffer.agent.v1.Agent.ResizeTTY:output_type -> coffer.agent.v1.ResizeTTYResponse
-	24, // 35: coffer.agent.v1.Agent.Stats:output_type -> coffer.agent.v1.StatsResponse
-	27, // 36: coffer.agent.v1.Agent.ListPids:output_type -> coffer.agent.v1.ListPidsResponse
-	29, // 37: coffer.agent.v1.Agent.RemoveContainer:output_type -> coffer.agent.v1.RemoveContainerResponse
-	31, // 38: coffer.agent.v1.Agent.GetOOMEvent:output_type -> coffer.agent.v1.GetOOMEventResponse
-	33, // 39: coffer.agent.v1.Agent.Shutdown:output_type -> coffer.agent.v1.ShutdownResponse
-	25, // [25:40] is the sub-list for method output_type
-	10, // [10:25] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	41, // 0: coffer.agent.v1.InitSandboxRequest.endpoints:type_name -> coffer.agent.v1.InitSandboxRequest.EndpointsEntry
+	44, // 1: coffer.agent.v1.HealthResponse.started_at:type_name -> google.protobuf.Timestamp
+	42, // 2: coffer.agent.v1.DiagnosticsResponse.containers:type_name -> coffer.agent.v1.DiagnosticsResponse.ContainersEntry
+	43, // 3: coffer.agent.v1.RegistryConfig.endpoints:type_name -> coffer.agent.v1.RegistryConfig.EndpointsEntry
+	11, // 4: coffer.agent.v1.PullImageRequest.registry:type_name -> coffer.agent.v1.RegistryConfig
+	14, // 5: coffer.agent.v1.CreateContainerRequest.stdio:type_name -> coffer.agent.v1.StdioSpec
+	14, // 6: coffer.agent.v1.ExecProcessRequest.stdio:type_name -> coffer.agent.v1.StdioSpec
+	44, // 7: coffer.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	45, // 8: coffer.agent.v1.StatsResponse.metrics:type_name -> google.protobuf.Any
+	32, // 9: coffer.agent.v1.ListPidsResponse.processes:type_name -> coffer.agent.v1.ProcessInfo
+	0,  // 10: coffer.agent.v1.StreamHeader.kind:type_name -> coffer.agent.v1.StreamKind
+	7,  // 11: coffer.agent.v1.Agent.Health:input_type -> coffer.agent.v1.HealthRequest
+	9,  // 12: coffer.agent.v1.Agent.Diagnostics:input_type -> coffer.agent.v1.DiagnosticsRequest
+	1,  // 13: coffer.agent.v1.Agent.InitSandbox:input_type -> coffer.agent.v1.InitSandboxRequest
+	5,  // 14: coffer.agent.v1.Agent.GetAttestationEvent:input_type -> coffer.agent.v1.GetAttestationEventRequest
+	3,  // 15: coffer.agent.v1.Agent.SetPolicy:input_type -> coffer.agent.v1.SetPolicyRequest
+	12, // 16: coffer.agent.v1.Agent.PullImage:input_type -> coffer.agent.v1.PullImageRequest
+	15, // 17: coffer.agent.v1.Agent.CreateContainer:input_type -> coffer.agent.v1.CreateContainerRequest
+	17, // 18: coffer.agent.v1.Agent.StartContainer:input_type -> coffer.agent.v1.StartContainerRequest
+	19, // 19: coffer.agent.v1.Agent.ExecProcess:input_type -> coffer.agent.v1.ExecProcessRequest
+	21, // 20: coffer.agent.v1.Agent.SignalProcess:input_type -> coffer.agent.v1.SignalProcessRequest
+	23, // 21: coffer.agent.v1.Agent.WaitProcess:input_type -> coffer.agent.v1.WaitProcessRequest
+	25, // 22: coffer.agent.v1.Agent.CloseStdin:input_type -> coffer.agent.v1.CloseStdinRequest
+	27, // 23: coffer.agent.v1.Agent.ResizeTTY:input_type -> coffer.agent.v1.ResizeTTYRequest
+	29, // 24: coffer.agent.v1.Agent.Stats:input_type -> coffer.agent.v1.StatsRequest
+	31, // 25: coffer.agent.v1.Agent.ListPids:input_type -> coffer.agent.v1.ListPidsRequest
+	34, // 26: coffer.agent.v1.Agent.RemoveContainer:input_type -> coffer.agent.v1.RemoveContainerRequest
+	36, // 27: coffer.agent.v1.Agent.GetOOMEvent:input_type -> coffer.agent.v1.GetOOMEventRequest
+	38, // 28: coffer.agent.v1.Agent.Shutdown:input_type -> coffer.agent.v1.ShutdownRequest
+	8,  // 29: coffer.agent.v1.Agent.Health:output_type -> coffer.agent.v1.HealthResponse
+	10, // 30: coffer.agent.v1.Agent.Diagnostics:output_type -> coffer.agent.v1.DiagnosticsResponse
+	2,  // 31: coffer.agent.v1.Agent.InitSandbox:output_type -> coffer.agent.v1.InitSandboxResponse
+	6,  // 32: coffer.agent.v1.Agent.GetAttestationEvent:output_type -> coffer.agent.v1.AttestationEvent
+	4,  // 33: coffer.agent.v1.Agent.SetPolicy:output_type -> coffer.agent.v1.SetPolicyResponse
+	13, // 34: coffer.agent.v1.Agent.PullImage:output_type -> coffer.agent.v1.PullImageResponse
+	16, // 35: coffer.agent.v1.Agent.CreateContainer:output_type -> coffer.agent.v1.CreateContainerResponse
+	18, // 36: coffer.agent.v1.Agent.StartContainer:output_type -> coffer.agent.v1.StartContainerResponse
+	20, // 37: coffer.agent.v1.Agent.ExecProcess:output_type -> coffer.agent.v1.ExecProcessResponse
+	22, // 38: coffer.agent.v1.Agent.SignalProcess:output_type -> coffer.agent.v1.SignalProcessResponse
+	24, // 39: coffer.agent.v1.Agent.WaitProcess:output_type -> coffer.agent.v1.WaitProcessResponse
+	26, // 40: coffer.agent.v1.Agent.CloseStdin:output_type -> coffer.agent.v1.CloseStdinResponse
+	28, // 41: coffer.agent.v1.Agent.ResizeTTY:output_type -> coffer.agent.v1.ResizeTTYResponse
+	30, // 42: coffer.agent.v1.Agent.Stats:output_type -> coffer.agent.v1.StatsResponse
+	33, // 43: coffer.agent.v1.Agent.ListPids:output_type -> coffer.agent.v1.ListPidsResponse
+	35, // 44: coffer.agent.v1.Agent.RemoveContainer:output_type -> coffer.agent.v1.RemoveContainerResponse
+	37, // 45: coffer.agent.v1.Agent.GetOOMEvent:output_type -> coffer.agent.v1.GetOOMEventResponse
+	39, // 46: coffer.agent.v1.Agent.Shutdown:output_type -> coffer.agent.v1.ShutdownResponse
+	29, // [29:47] is the sub-list for method output_type
+	11, // [11:29] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2134,7 +2531,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

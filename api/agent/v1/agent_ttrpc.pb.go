@@ -10,6 +10,9 @@ import (
 type TTRPCAgentService interface {
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	Diagnostics(context.Context, *DiagnosticsRequest) (*DiagnosticsResponse, error)
+	InitSandbox(context.Context, *InitSandboxRequest) (*InitSandboxResponse, error)
+	GetAttestationEvent(context.Context, *GetAttestationEventRequest) (*AttestationEvent, error)
+	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	PullImage(context.Context, *PullImageRequest) (*PullImageResponse, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*CreateContainerResponse, error)
 	StartContainer(context.Context, *StartContainerRequest) (*StartContainerResponse, error)
@@ -41,6 +44,27 @@ func RegisterTTRPCAgentService(srv *ttrpc.Server, svc TTRPCAgentService) {
 					return nil, err
 				}
 				return svc.Diagnostics(ctx, &req)
+			},
+			"InitSandbox": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req InitSandboxRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.InitSandbox(ctx, &req)
+			},
+			"GetAttestationEvent": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req GetAttestationEventRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.GetAttestationEvent(ctx, &req)
+			},
+			"SetPolicy": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req SetPolicyRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.SetPolicy(ctx, &req)
 			},
 			"PullImage": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req PullImageRequest
@@ -158,6 +182,30 @@ func (c *ttrpcagentClient) Health(ctx context.Context, req *HealthRequest) (*Hea
 func (c *ttrpcagentClient) Diagnostics(ctx context.Context, req *DiagnosticsRequest) (*DiagnosticsResponse, error) {
 	var resp DiagnosticsResponse
 	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "Diagnostics", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) InitSandbox(ctx context.Context, req *InitSandboxRequest) (*InitSandboxResponse, error) {
+	var resp InitSandboxResponse
+	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "InitSandbox", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) GetAttestationEvent(ctx context.Context, req *GetAttestationEventRequest) (*AttestationEvent, error) {
+	var resp AttestationEvent
+	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "GetAttestationEvent", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) SetPolicy(ctx context.Context, req *SetPolicyRequest) (*SetPolicyResponse, error) {
+	var resp SetPolicyResponse
+	if err := c.client.Call(ctx, "coffer.agent.v1.Agent", "SetPolicy", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -6,3 +6,6 @@ package events
 
 // TopicWarning is the topic of Warning events.
 const TopicWarning = "/cc/warning"
+
+// TopicAttestation is the topic of Attestation events.
+const TopicAttestation = "/cc/attestation"

@@ -93,6 +93,125 @@ func (x *Warning) GetMessage() string {
 	return ""
 }
 
+// Attestation is published on topic /cc/attestation for each step of a
+// confidential guest's attestation to the KBS.
+type Attestation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Container whose create triggered the attestation (the sandbox's
+	// first container), or the container that needed the resource.
+	ContainerId string `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// One of evidence, verifying, allowed, denied, failed, keys-released.
+	Phase string `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	// TEE: snp, tdx or sim.
+	Tee string `protobuf:"bytes,3,opt,name=tee,proto3" json:"tee,omitempty"`
+	// Launch measurement from the evidence, lower-case hex.
+	Measurement string `protobuf:"bytes,4,opt,name=measurement,proto3" json:"measurement,omitempty"`
+	KbsUrl      string `protobuf:"bytes,5,opt,name=kbs_url,json=kbsUrl,proto3" json:"kbs_url,omitempty"`
+	// The KBS's reason on denied or failed.
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Resource URI for keys-released.
+	Resource string `protobuf:"bytes,7,opt,name=resource,proto3" json:"resource,omitempty"`
+	// Attempt number, from 1.
+	Attempt int32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Time the step took, in nanoseconds.
+	DurationNs    int64 `protobuf:"varint,9,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attestation) Reset() {
+	*x = Attestation{}
+	mi := &file_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attestation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attestation) ProtoMessage() {}
+
+func (x *Attestation) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
+func (*Attestation) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Attestation) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *Attestation) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *Attestation) GetTee() string {
+	if x != nil {
+		return x.Tee
+	}
+	return ""
+}
+
+func (x *Attestation) GetMeasurement() string {
+	if x != nil {
+		return x.Measurement
+	}
+	return ""
+}
+
+func (x *Attestation) GetKbsUrl() string {
+	if x != nil {
+		return x.KbsUrl
+	}
+	return ""
+}
+
+func (x *Attestation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Attestation) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *Attestation) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Attestation) GetDurationNs() int64 {
+	if x != nil {
+		return x.DurationNs
+	}
+	return 0
+}
+
 var File_events_proto protoreflect.FileDescriptor
 
 const file_events_proto_rawDesc = "" +
@@ -101,7 +220,18 @@ const file_events_proto_rawDesc = "" +
 	"\aWarning\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessageB1Z/github.com/cofferhq/coffer/api/events/v1;eventsb\x06proto3"
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x82\x02\n" +
+	"\vAttestation\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x10\n" +
+	"\x03tee\x18\x03 \x01(\tR\x03tee\x12 \n" +
+	"\vmeasurement\x18\x04 \x01(\tR\vmeasurement\x12\x17\n" +
+	"\akbs_url\x18\x05 \x01(\tR\x06kbsUrl\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1a\n" +
+	"\bresource\x18\a \x01(\tR\bresource\x12\x18\n" +
+	"\aattempt\x18\b \x01(\x05R\aattempt\x12\x1f\n" +
+	"\vduration_ns\x18\t \x01(\x03R\n" +
+	"durationNsB1Z/github.com/cofferhq/coffer/api/events/v1;eventsb\x06proto3"
 
 var (
 	file_events_proto_rawDescOnce sync.Once
@@ -115,9 +245,10 @@ func file_events_proto_rawDescGZIP() []byte {
 	return file_events_proto_rawDescData
 }
 
-var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_events_proto_goTypes = []any{
-	(*Warning)(nil), // 0: coffer.events.v1.Warning
+	(*Warning)(nil),     // 0: coffer.events.v1.Warning
+	(*Attestation)(nil), // 1: coffer.events.v1.Attestation
 }
 var file_events_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -138,7 +269,7 @@ func file_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_events_proto_rawDesc), len(file_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
