@@ -150,6 +150,13 @@ func TestAttestedEncryptedSignedImage(t *testing.T) {
 
 	_, err = w.WaitFor(a.ctx, eventWait, func(ev harness.Event) bool { return ev.Topic == "/tasks/delete" && ev.Payload.ContainerID == id })
 	require.NoError(t, err)
+	// `ccctl measure --tee sim --guest` computes, from the guest build's
+	// files, exactly what the running sim guest reported.
+	guestDir, err := harness.GuestDir()
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(a.ccctl("measure", "--tee", "sim", "--guest", guestDir)), "\n")
+	measured := lines[len(lines)-1]
+
 	phases := attestationPhases(w, id)
 	require.GreaterOrEqual(t, len(phases), 4, "phases: %v", phases)
 	require.Equal(t, []string{"evidence", "verifying", "allowed"}, phases[:3])
@@ -158,6 +165,7 @@ func TestAttestedEncryptedSignedImage(t *testing.T) {
 		if ev.Topic == "/cc/attestation" && ev.Payload.Phase == "allowed" {
 			require.Equal(t, "sim", ev.Payload.TEE)
 			require.Equal(t, a.measurement, ev.Payload.Measurement)
+			require.Equal(t, measured, ev.Payload.Measurement, "ccctl measure --tee sim --guest must equal the running guest's report")
 			require.Equal(t, a.kbs.URL(), ev.Payload.KBSURL)
 		}
 	}

@@ -79,7 +79,10 @@ func fromSpec(s *specs.Spec) ([]policy.Mount, *policy.Privileges) {
 	}
 	if l := s.Linux; l != nil {
 		for _, ns := range l.Namespaces {
-			if ns.Path == "" {
+			// The shim drops the network namespace (shim/spec.go
+			// guestSpec: containers share the VM's network) and every
+			// namespace joined by host path.
+			if ns.Path == "" && ns.Type != specs.NetworkNamespace {
 				p.Namespaces = append(p.Namespaces, string(ns.Type))
 			}
 		}
