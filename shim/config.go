@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -77,6 +78,12 @@ type HypervisorConfig struct {
 	Accel string `toml:"accel"`
 	// VCPUs is the number of virtual CPUs (default 1).
 	VCPUs int `toml:"vcpus"`
+	// MaxVCPUs caps a pod VM's vCPUs: vcpus plus the pod's summed CPU
+	// limits (CRI). Default: the host's CPU count.
+	MaxVCPUs int `toml:"max_vcpus"`
+	// MaxMemoryMiB caps a pod VM's RAM: memory_mib plus the pod's summed
+	// memory limits (CRI). Default 16384.
+	MaxMemoryMiB int `toml:"max_memory_mib"`
 	// MemoryMiB is guest RAM in MiB (default 512, at least MinMemoryMiB).
 	// The container rootfs lives in guest RAM, so size it for the image
 	// plus the workload.
@@ -218,6 +225,18 @@ func (c *Config) setDefaults() error {
 	}
 	if h.MemoryMiB < MinMemoryMiB {
 		return fmt.Errorf("hypervisor.memory_mib = %d: want at least %d (0 means the default, 512); the guest kernel, its initramfs and the container rootfs all live in guest RAM, and below %d MiB the Coffer guest does not boot", h.MemoryMiB, MinMemoryMiB, MinMemoryMiB)
+	}
+	if h.MaxVCPUs == 0 {
+		h.MaxVCPUs = min(runtime.NumCPU(), vmm.MaxVCPUs)
+	}
+	if h.MaxVCPUs < h.VCPUs || h.MaxVCPUs > vmm.MaxVCPUs {
+		return fmt.Errorf("hypervisor.max_vcpus = %d: want %d (vcpus) to %d", h.MaxVCPUs, h.VCPUs, vmm.MaxVCPUs)
+	}
+	if h.MaxMemoryMiB == 0 {
+		h.MaxMemoryMiB = max(16384, h.MemoryMiB)
+	}
+	if h.MaxMemoryMiB < h.MemoryMiB {
+		return fmt.Errorf("hypervisor.max_memory_mib = %d is below memory_mib = %d: raise it (it caps pod VMs sized from container limits)", h.MaxMemoryMiB, h.MemoryMiB)
 	}
 	if h.TEE == "" {
 		h.TEE = string(vmm.TEENone)

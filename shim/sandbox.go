@@ -26,6 +26,7 @@ import (
 	"github.com/cofferhq/coffer/vmm"
 	"github.com/cofferhq/coffer/vmm/bootlog"
 	"github.com/cofferhq/coffer/vmm/qemu"
+	"github.com/cofferhq/coffer/vmm/tapnet"
 )
 
 // StateRoot holds one directory per sandbox VM: QMP and agent sockets,
@@ -66,6 +67,11 @@ type sandbox struct {
 	registry *agent.RegistryConfig
 	// attesting is the container whose create the guest attests for.
 	attesting attestationTarget
+	// podNet is the pod network attachment (tap + TC redirect), closed
+	// after the VM exits; nil with user-mode networking.
+	podNet *tapnet.Endpoint
+	// netWarning says why a pod network could not be attached.
+	netWarning string
 
 	// ctx ends when the sandbox is stopped.
 	ctx    context.Context
@@ -199,7 +205,7 @@ func guestRegistry(cfg *Config) (*agent.RegistryConfig, error) {
 // startSandbox boots the VM for sandbox id and connects to its agent. On
 // failure nothing is left running, and the error says how far the guest
 // got, read from its console log.
-func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podInitData) (_ *sandbox, retErr error) {
+func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podInitData, pod podOptions) (_ *sandbox, retErr error) {
 	stateDir := sandboxStateDir(ns, id)
 	if err := qemu.Cleanup(stateDir); err != nil {
 		log.G(ctx).WithError(err).Warn("clean up a stale VM state dir")
@@ -218,13 +224,29 @@ func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podIni
 		os.RemoveAll(stateDir)
 		return nil, err
 	}
+	if pod.vcpus > 0 {
+		vc.VCPUs, vc.MemoryMiB = pod.vcpus, pod.memoryMiB
+	}
+	var (
+		podNet     *tapnet.Endpoint
+		netWarning string
+	)
+	if pod.netns != "" {
+		if podNet, netWarning, err = podNetwork(ctx, vc, pod.netns, pod.resolvConf); err != nil {
+			os.RemoveAll(stateDir)
+			return nil, err
+		}
+	}
 	vm, err := qemu.New(vc)
 	if err != nil {
+		if podNet != nil {
+			podNet.Close()
+		}
 		os.RemoveAll(stateDir)
 		return nil, fmt.Errorf("configure VM: %w", err)
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	sb := &sandbox{id: id, stateDir: stateDir, vm: vm, registry: reg, ctx: sctx, cancel: cancel}
+	sb := &sandbox{id: id, stateDir: stateDir, vm: vm, registry: reg, ctx: sctx, cancel: cancel, podNet: podNet, netWarning: netWarning}
 	defer func() {
 		if retErr != nil {
 			sb.stop(context.WithoutCancel(ctx))
@@ -387,6 +409,11 @@ func (sb *sandbox) stop(ctx context.Context) error {
 	}
 	sb.closeAgent()
 	err := sb.vm.Stop(ctx)
+	if sb.podNet != nil {
+		if nerr := sb.podNet.Close(); nerr != nil && err == nil {
+			err = fmt.Errorf("detach the pod network: %w", nerr)
+		}
+	}
 	if rerr := os.RemoveAll(sb.stateDir); rerr != nil && err == nil {
 		err = rerr
 	}

@@ -77,6 +77,9 @@ type container struct {
 	image  imageRef
 	init   *process
 	execs  map[string]*process
+	// pause marks a CRI pod's sandbox container: the VM is the sandbox,
+	// and its "process" lives only in the shim (see isPodSandbox).
+	pause bool
 }
 
 // process is one process in the guest (a container's init or an exec).
@@ -241,15 +244,18 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if len(dropped) > 0 {
 		log.G(ctx).WithField("mounts", dropped).Warn("host mounts are not available inside the confidential VM and were dropped")
 	}
-	ref, err := s.containerImage(ctx, cfg, r, spec)
-	if err != nil {
-		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
-	}
 	idata, err := loadInitData(cfg, spec)
 	if err != nil {
 		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
-	if sb, err = s.ensureSandbox(ctx, cfg, sandboxID(r.ID, spec), idata); err != nil {
+	if isPodSandbox(spec) {
+		return s.createPause(ctx, cfg, r, spec, idata)
+	}
+	ref, err := s.containerImage(ctx, cfg, r, spec)
+	if err != nil {
+		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
+	}
+	if sb, err = s.ensureSandbox(ctx, cfg, sandboxID(r.ID, spec), idata, podOptionsFor(cfg, spec)); err != nil {
 		return nil, toGRPC(fmt.Errorf("create %s: %w", r.ID, err))
 	}
 
@@ -348,16 +354,19 @@ func (s *service) containerOwnImage(ctx context.Context, id string, spec *specs.
 }
 
 // ensureSandbox returns the pod's VM, booting it on first use.
-func (s *service) ensureSandbox(ctx context.Context, cfg *Config, id string, idata *podInitData) (*sandbox, error) {
+func (s *service) ensureSandbox(ctx context.Context, cfg *Config, id string, idata *podInitData, pod podOptions) (*sandbox, error) {
 	s.bootMu.Lock()
 	defer s.bootMu.Unlock()
 	if sb := s.sandbox(); sb != nil {
 		return sb, nil
 	}
 	ns, _ := namespaces.Namespace(ctx)
-	sb, err := startSandbox(s.ctx, cfg, ns, id, idata)
+	sb, err := startSandbox(s.ctx, cfg, ns, id, idata, pod)
 	if err != nil {
 		return nil, err
+	}
+	if sb.netWarning != "" {
+		s.warn(ctx, id, "PodNetworkUnavailable", sb.netWarning)
 	}
 	go s.watchAttestation(sb)
 	s.mu.Lock()
@@ -388,7 +397,7 @@ func (s *service) lookup(id, execID string) (*container, *process, error) {
 
 // Start starts a created container, or starts a process added by Exec.
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	_, p, err := s.lookup(r.ID, r.ExecID)
+	c, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -400,6 +409,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	defer p.mu.Unlock()
 	if p.status != task.Status_CREATED {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "start %s: process is %s, not created", procName(r.ID, r.ExecID), p.status)
+	}
+	if c.pause && r.ExecID == "" {
+		p.status = task.Status_RUNNING
+		s.send(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: p.pid})
+		return &taskAPI.StartResponse{Pid: p.pid}, nil
 	}
 	if r.ExecID == "" {
 		resp, err := sb.agent.StartContainer(ctx, &agent.StartContainerRequest{ContainerId: r.ID})
@@ -500,7 +514,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if status == task.Status_RUNNING {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "cannot delete %s while it is running: kill it first", procName(r.ID, r.ExecID))
 	}
-	if sb := s.sandbox(); sb != nil {
+	if sb := s.sandbox(); sb != nil && !c.pause {
 		if _, err := sb.agent.RemoveContainer(ctx, &agent.RemoveContainerRequest{ContainerId: r.ID, ExecId: r.ExecID}); err != nil {
 			log.G(ctx).WithError(err).Warn("remove in the guest failed")
 		}
@@ -547,6 +561,9 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	initp.mu.Unlock()
 	if !running {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "exec in container %s: container is not running", r.ID)
+	}
+	if c.pause {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "exec in pod sandbox %s: the sandbox is the VM itself and has no process to exec into; exec into one of the pod's containers", r.ID)
 	}
 	if r.Spec == nil {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "exec %s: no process spec", r.ExecID)
@@ -597,9 +614,13 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 
 // Kill signals a process (or, with All, every process of the container).
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
-	_, p, err := s.lookup(r.ID, r.ExecID)
+	c, p, err := s.lookup(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toGRPC(err)
+	}
+	if c.pause {
+		s.killPause(p, r.Signal)
+		return &ptypes.Empty{}, nil
 	}
 	p.mu.Lock()
 	status := p.status
@@ -635,6 +656,11 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 
 // Pids lists the guest PIDs of the container's processes.
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	if c, p, err := s.lookup(r.ID, ""); err == nil && c.pause {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return &taskAPI.PidsResponse{Processes: []*task.ProcessInfo{{Pid: p.pid}}}, nil
+	}
 	sb, err := s.running(r.ID)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -699,6 +725,9 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 
 // Stats returns the container's cgroup v2 metrics from the guest.
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	if c, _, err := s.lookup(r.ID, ""); err == nil && c.pause {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "stats of pod sandbox %s: the sandbox is the VM, which has no cgroup of its own in the guest", r.ID)
+	}
 	sb, err := s.running(r.ID)
 	if err != nil {
 		return nil, toGRPC(err)
@@ -777,4 +806,15 @@ func (s *service) watchSandbox(sb *sandbox) {
 	}
 	log.G(s.ctx).WithError(sb.vm.ExitError()).Error("the VM exited unexpectedly")
 	sb.closeAgent()
+	s.mu.Lock()
+	var pauses []*process
+	for _, c := range s.containers {
+		if c != nil && c.pause {
+			pauses = append(pauses, c.init)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range pauses {
+		s.exitPause(p, 255)
+	}
 }

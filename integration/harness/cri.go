@@ -45,6 +45,9 @@ type CRIConfig struct {
 	CNIConfDir string
 	// SandboxImage is the pause image reference (pinned_images.sandbox).
 	SandboxImage string
+	// RegistryConfigDir is the CRI image service's registry config_path
+	// (containerd hosts.toml dirs, read at each pull); "" sets none.
+	RegistryConfigDir string
 }
 
 // apply adds c to the config maps StartContainerd renders: the cc runtime
@@ -66,12 +69,16 @@ func (c *CRIConfig) apply(ccRuntime, criRuntime, plugins map[string]any) {
 	// with "failed to update /proc/self/oom_score_adj: Permission denied".
 	// Restricting keeps the score at or above containerd's own.
 	criRuntime["restrict_oom_score_adj"] = true
-	plugins["io.containerd.cri.v1.images"] = map[string]any{
+	images := map[string]any{
 		"pinned_images": map[string]any{"sandbox": c.SandboxImage},
 		"runtime_platforms": map[string]any{
 			CRIRuntimeName: map[string]any{"platform": "linux/amd64", "snapshotter": CCSnapshotterName},
 		},
 	}
+	if c.RegistryConfigDir != "" {
+		images["registry"] = map[string]any{"config_path": c.RegistryConfigDir}
+	}
+	plugins["io.containerd.cri.v1.images"] = images
 }
 
 // CRIOptions configures StartCRI. The zero value is valid.
@@ -87,6 +94,25 @@ type CRIOptions struct {
 	// CNIBinDir holds the CNI plugins; empty means DefaultCNIBinDir.
 	CNIBinDir string
 }
+
+// PlainHTTPRegistry lets CRI pull from host ("ip:port") over plain HTTP:
+// it writes <RegistryConfigDir>/<host>/hosts.toml, which containerd reads
+// at each pull, so it may be called after StartCRI.
+func (c *CRI) PlainHTTPRegistry(t testing.TB, host string) {
+	t.Helper()
+	dir := filepath.Join(c.dir, "certs.d", host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+host, "http://"+host)
+	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Gateway is the test network's gateway (the bridge's address, .1 of
+// Subnet), where the host is reachable from pods.
+func (c *CRI) Gateway() string { return c.subnet.Addr().Next().String() }
 
 // CRI is a containerd (see Containerd) with its CRI plugin set up for
 // crictl: a CNI bridge network private to the test and a pause image in a
@@ -167,7 +193,7 @@ func StartCRI(t testing.TB, opts CRIOptions) *CRI {
 	c.Containerd = StartContainerd(t, ContainerdOptions{
 		ShimConfigPath: opts.ShimConfigPath,
 		LogLevel:       opts.LogLevel,
-		CRI:            &CRIConfig{CNIBinDirs: []string{cniBin}, CNIConfDir: confDir, SandboxImage: ref},
+		CRI:            &CRIConfig{CNIBinDirs: []string{cniBin}, CNIConfDir: confDir, SandboxImage: ref, RegistryConfigDir: filepath.Join(dir, "certs.d")},
 	})
 	crictlYAML := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", c.Address(), c.Address())
 	if err := os.WriteFile(c.crictlConfig, []byte(crictlYAML), 0o644); err != nil {

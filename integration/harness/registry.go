@@ -46,6 +46,20 @@ type Registry struct {
 // not answer within 20 s.
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
+	return startRegistryOn(t, "127.0.0.1")
+}
+
+// StartRegistryAllInterfaces is StartRegistry listening on every
+// interface (0.0.0.0), so a guest on a pod network reaches it at the
+// network's gateway: name images AddrOn(gateway)/... . Addr still
+// returns the 127.0.0.1 address.
+func StartRegistryAllInterfaces(t testing.TB) *Registry {
+	t.Helper()
+	return startRegistryOn(t, "0.0.0.0")
+}
+
+func startRegistryOn(t testing.TB, listen string) *Registry {
+	t.Helper()
 	bin, err := binary("registry")
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +69,7 @@ func StartRegistry(t testing.TB) *Registry {
 	// the registry binds it; try a few ports before giving up.
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		r, err := startRegistry(bin, dir, attempt)
+		r, err := startRegistry(bin, dir, attempt, listen)
 		if err == nil {
 			t.Cleanup(func() {
 				if t.Failed() {
@@ -71,12 +85,13 @@ func StartRegistry(t testing.TB) *Registry {
 	return nil
 }
 
-func startRegistry(bin, dir string, attempt int) (*Registry, error) {
+func startRegistry(bin, dir string, attempt int, listen string) (*Registry, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	listenAddr := net.JoinHostPort(listen, strconv.Itoa(port))
 	storage := filepath.Join(dir, "storage")
 	if err := os.MkdirAll(storage, 0o755); err != nil {
 		return nil, fmt.Errorf("create registry storage: %w", err)
@@ -98,7 +113,7 @@ storage:
 http:
   addr: %q
   secret: %q
-`, storage, addr, hex.EncodeToString(secret))
+`, storage, listenAddr, hex.EncodeToString(secret))
 	configPath := filepath.Join(dir, fmt.Sprintf("config-%d.yml", attempt))
 	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
 		return nil, fmt.Errorf("write registry config: %w", err)
@@ -158,6 +173,13 @@ func (r *Registry) waitReady(timeout time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("registry not ready after %s: %w; log:\n%s", timeout, lastErr, tailFile(r.logPath, 20))
+}
+
+// AddrOn returns "<ip>:<port>" with the registry's port, for a registry
+// started with StartRegistryAllInterfaces.
+func (r *Registry) AddrOn(ip string) string {
+	_, port, _ := net.SplitHostPort(r.addr)
+	return net.JoinHostPort(ip, port)
 }
 
 // Addr returns the registry's listen address, "127.0.0.1:<port>"; image
