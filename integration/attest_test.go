@@ -341,3 +341,17 @@ func TestImageSignaturePolicy(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	require.Contains(t, ce.Stderr, "not by any trusted key")
 }
+
+// TestConfidentialGuestNeedsKBSBeforePull runs a sim-TEE guest whose
+// init-data names no KBS: the confidential runtime's default is to attest
+// before any pull, so the create fails before anything is fetched.
+func TestConfidentialGuestNeedsKBSBeforePull(t *testing.T) {
+	a := newAttestedEnv(t, shortTest, "", true)
+	ref := a.busybox()
+	noKBS := harness.InitData{Policy: harness.Policy(t, "allow-all.rego")}
+	_, err := a.run([]string{"--rm", "--annotation", "io.coffer.cc.init-data=" + noKBS.Annotation()}, ref, newID("nokbs"), "true")
+	var ce *harness.CtrError
+	require.ErrorAs(t, err, &ce)
+	t.Logf("no KBS: %s", ce.Stderr)
+	require.Contains(t, ce.Stderr, "attestation is required but the init-data names no KBS")
+}
