@@ -14,7 +14,8 @@ const defaultChainCacheSize = 4096
 // chainCache remembers endorsement key certificates that a Verifier has fully
 // verified against its roots, with the time window in which every
 // certificate of that chain is valid. A hit skips the X.509 chain checks;
-// the report signature is always verified.
+// the report signature is always verified. An entry whose key was checked
+// against a CRL expires at the CRL's NextUpdate.
 type chainCache struct {
 	max int
 
@@ -45,6 +46,10 @@ func (c *chainCache) get(der []byte, signer abi.ReportSigner, now time.Time) (*e
 
 func (c *chainCache) put(ek *endorsementKey, root *trust.AMDRootCerts) {
 	e := chainEntry{ek: ek, notBefore: ek.cert.NotBefore, notAfter: ek.cert.NotAfter}
+	// A revocation check holds until the CRL's next update.
+	if !ek.crlNextUpdate.IsZero() && ek.crlNextUpdate.Before(e.notAfter) {
+		e.notAfter = ek.crlNextUpdate
+	}
 	pc := root.ProductCerts
 	ica := pc.Ask
 	if ek.signer == abi.VlekReportSigner {

@@ -46,3 +46,29 @@ func FuzzParseSNP(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeSevJSON feeds arbitrary documents to DecodeSevJSON: it must not
+// panic, and what it returns must parse as raw evidence.
+func FuzzDecodeSevJSON(f *testing.F) {
+	chip := newFakeChip(f, goodTCB)
+	doc, err := EncodeSevJSON(chip.evidence(f, reportOpts{}))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(doc)
+	f.Add([]byte(`{"attestation_report": {"version": 2, "report_data": "00"}, "cert_chain": null}`))
+	f.Add([]byte(`{"attestation_report": {}, "cert_chain": [{"cert_type": {"OTHER": "not-a-uuid"}, "data": [1]}]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		raw, err := DecodeSevJSON(data)
+		if err != nil {
+			return
+		}
+		if len(raw) < ReportSize {
+			t.Fatalf("DecodeSevJSON returned %d bytes without error", len(raw))
+		}
+		if _, err := Parse(raw); err != nil && strings.Contains(err.Error(), parserFault) {
+			t.Fatalf("decoded evidence made the parser panic: %v", err)
+		}
+	})
+}

@@ -97,3 +97,17 @@ func (g *CachingGetter) Len() int {
 	defer g.mu.Unlock()
 	return len(g.entries)
 }
+
+// Forget drops the cached body of url, so the next request fetches it
+// again (e.g. a CRL past its nextUpdate).
+func (g *CachingGetter) Forget(url string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if e, ok := g.entries[url]; ok {
+		select {
+		case <-e.done:
+			delete(g.entries, url)
+		default: // in flight: its fetch is fresh anyway
+		}
+	}
+}

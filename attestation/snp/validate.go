@@ -8,14 +8,18 @@ import (
 	"github.com/cofferhq/coffer/attestation"
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
-	spb "github.com/google/go-sev-guest/proto/sevsnp"
-	"github.com/google/go-sev-guest/validate"
 )
 
-// validate runs Coffer's named checks first, so a failure names the exact
-// check, then go-sev-guest's validate.SnpAttestation for the rest (VCEK TCB
-// equals REPORTED_TCB, CHIP_ID equals the VCEK's HWID, committed equals
-// current firmware, VMPL 0, no migration agent, no CXL).
+// validate checks the report's fields against opts and v's configuration,
+// each failure naming its check. It covers what go-sev-guest's
+// validate.SnpAttestation checks for Coffer's options (guest policy:
+// debug, migration agent, CXL; VMPL 0; REPORTED_TCB equal to the V[CL]EK's
+// certified TCB and not above CURRENT_TCB; COMMITTED equal to CURRENT TCB
+// and firmware version; CHIP_ID equal to the VCEK's hwID) plus the TCB
+// floors, with two differences: TCBs are decoded in the report's product
+// layout (Turin's differs, which go-sev-guest v0.15 does not know), and
+// the certificate's extensions come from the verified-chain cache rather
+// than being parsed again for every report.
 func (v *Verifier) validate(ev *Evidence, ek *endorsementKey, opts attestation.VerifyOptions) error {
 	r := ev.Report
 	if !opts.SkipReportData {
@@ -39,46 +43,56 @@ func (v *Verifier) validate(ev *Evidence, ek *endorsementKey, opts attestation.V
 			"guest policy 0x%x has DEBUG (bit 19) set, so the host can read and modify guest memory; relaunch without debug (AllowDebug is for development only)",
 			r.GetPolicy()))
 	}
+	if policy.MigrateMA {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("guest policy 0x%x allows a migration agent (MIGRATE_MA, bit 18), which can export guest memory: relaunch without it", r.GetPolicy()))
+	}
+	if policy.CXLAllowed {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("guest policy 0x%x allows CXL devices or memory (CXL_ALLOW, bit 21): relaunch without it", r.GetPolicy()))
+	}
+	if r.GetVmpl() != 0 {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("report was requested at VMPL %d, want 0: only the guest's most privileged level vouches for the whole VM", r.GetVmpl()))
+	}
+
+	line := ek.productLine
+	reported := DecodeTCB(line, r.GetReportedTcb())
+	committed := DecodeTCB(line, r.GetCommittedTcb())
+	current := DecodeTCB(line, r.GetCurrentTcb())
+	launch := DecodeTCB(line, r.GetLaunchTcb())
 	minLaunch := v.cfg.MinimumTCB
 	if v.cfg.MinimumLaunchTCB != nil {
 		minLaunch = *v.cfg.MinimumLaunchTCB
 	}
 	for _, c := range []struct {
 		check, field string
-		got          uint64
+		got          TCB
 		floor        kds.TCBParts
 	}{
-		{attestation.CheckReportedTCB, "REPORTED_TCB", r.GetReportedTcb(), v.cfg.MinimumTCB},
-		{attestation.CheckCommittedTCB, "COMMITTED_TCB", r.GetCommittedTcb(), v.cfg.MinimumTCB},
-		{attestation.CheckLaunchTCB, "LAUNCH_TCB", r.GetLaunchTcb(), minLaunch},
+		{attestation.CheckReportedTCB, "REPORTED_TCB", reported, v.cfg.MinimumTCB},
+		{attestation.CheckCommittedTCB, "COMMITTED_TCB", committed, v.cfg.MinimumTCB},
+		{attestation.CheckLaunchTCB, "LAUNCH_TCB", launch, minLaunch},
 	} {
-		got := kds.DecomposeTCBVersion(kds.TCBVersion(c.got))
-		if !kds.TCBPartsLE(c.floor, got) {
+		if !c.got.atLeast(c.floor, nil) {
 			return attestation.Fail(c.check, fmt.Errorf("report's %s %s is below the minimum %s in at least one component: update the host's SEV firmware and microcode",
-				c.field, FormatTCB(got), FormatTCB(c.floor)))
+				c.field, c.got.format(line), FormatTCB(c.floor)))
 		}
 	}
-
-	vmpl := 0
-	vopts := &validate.Options{
-		GuestPolicy:      abi.SnpPolicy{SMT: true, Debug: v.cfg.AllowDebug},
-		ReportData:       opts.ReportData,
-		HostData:         opts.HostData,
-		MinimumTCB:       v.cfg.MinimumTCB,
-		MinimumLaunchTCB: minLaunch,
-		VMPL:             &vmpl,
+	if reported != ek.info.tcb {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("report's REPORTED_TCB (%s) is not the TCB its %v is certified for (%s): the host must provide the %v of its reported TCB",
+			reported.format(line), ek.signer, ek.info.tcb.format(line), ek.signer))
 	}
-	if opts.SkipReportData {
-		vopts.ReportData = nil
+	if !current.atLeast(reported.Parts(), &reported.FMC) {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("report's REPORTED_TCB (%s) is above its CURRENT_TCB (%s): the host reports firmware it does not run", reported.format(line), current.format(line)))
 	}
-	att := &spb.Attestation{Report: r, CertificateChain: &spb.CertificateChain{}}
-	if ek.signer == abi.VlekReportSigner {
-		att.CertificateChain.VlekCert = ek.der
-	} else {
-		att.CertificateChain.VcekCert = ek.der
+	if committed != current {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("report's COMMITTED_TCB (%s) differs from its CURRENT_TCB (%s): the host runs provisional firmware it can roll back; commit it", committed.format(line), current.format(line)))
 	}
-	if err := validate.SnpAttestation(att, vopts); err != nil {
-		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("validate SNP report: %w", err))
+	if r.GetCommittedBuild() != r.GetCurrentBuild() || r.GetCommittedMajor() != r.GetCurrentMajor() || r.GetCommittedMinor() != r.GetCurrentMinor() {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("report's committed firmware %d.%d build %d differs from the current %d.%d build %d: the host runs provisional firmware; commit it",
+			r.GetCommittedMajor(), r.GetCommittedMinor(), r.GetCommittedBuild(), r.GetCurrentMajor(), r.GetCurrentMinor(), r.GetCurrentBuild()))
+	}
+	if ek.signer == abi.VcekReportSigner && !allZero(r.GetChipId()) && !chipIDMatches(r.GetChipId(), ek.info.hwid) {
+		return attestation.Fail(attestation.CheckPolicy, fmt.Errorf("report's CHIP_ID %x is not the VCEK's hwID %x: the VCEK belongs to another chip",
+			r.GetChipId(), ek.info.hwid))
 	}
 	return nil
 }

@@ -12,6 +12,8 @@ package snp
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -44,7 +46,7 @@ type Config struct {
 	// Files may be DER or PEM. Empty: not used.
 	CertDir string
 	// Getter fetches VCEKs from AMD KDS when neither the evidence nor CertDir
-	// has one. It is wrapped in a CachingGetter unless it is one already, so
+	// has one, and the product CRL (see Revocation). It is wrapped in a CachingGetter unless it is one already, so
 	// KDS sees one request per (chip, TCB). Nil: KDS is not used. See
 	// KDSGetter for the real KDS.
 	Getter trust.HTTPSGetter
@@ -54,8 +56,10 @@ type Config struct {
 	// MinimumLaunchTCB is the floor for LAUNCH_TCB (check "launch_tcb");
 	// nil means MinimumTCB.
 	MinimumLaunchTCB *kds.TCBParts
-	// AllowDebug accepts guest policies with DEBUG set (development only).
-	AllowDebug bool
+	AllowDebug       bool
+	// Revocation says whether AMD's CRL is checked (see Revocation); the
+	// zero value checks it when one is available.
+	Revocation Revocation
 	// Product pins the product line ("Milan", "Genoa" or "Turin"); evidence
 	// from another line fails check "product". Version 2 reports carry no
 	// CPUID, so fetching their VCEK from KDS needs Product set. Empty: any.
@@ -69,6 +73,7 @@ type Verifier struct {
 	roots  map[string][]*trust.AMDRootCerts
 	getter trust.HTTPSGetter
 	chains *chainCache
+	crls   crlCache
 }
 
 var _ attestation.Verifier = (*Verifier)(nil)
@@ -77,6 +82,9 @@ var _ attestation.Verifier = (*Verifier)(nil)
 // known product line, a TCB floor has a component out of range (non-ucode
 // SPLs are 0-127), CertDir is not a directory, or no roots are configured.
 func NewVerifier(cfg Config) (*Verifier, error) {
+	if cfg.Revocation < RevocationIfAvailable || cfg.Revocation > RevocationOff {
+		return nil, fmt.Errorf("configure SNP verifier: revocation mode %d is not one of RevocationIfAvailable, RevocationRequired, RevocationOff", cfg.Revocation)
+	}
 	if cfg.Product != "" {
 		if _, err := kds.ParseProductLine(cfg.Product); err != nil {
 			return nil, fmt.Errorf("configure SNP verifier: product %q: want %q, %q or %q", cfg.Product, Milan, Genoa, Turin)
@@ -128,8 +136,10 @@ func (v *Verifier) TEE() attestation.TEE { return attestation.TEESNP }
 // validates it against v's configuration and opts. It returns the verified
 // claims (Product is the product line), or a *attestation.CheckError naming
 // the failed check: "parse", "certificates", "product", "trusted_root",
-// "signature", "report_data", "host_data", "debug", "reported_tcb",
-// "committed_tcb", "launch_tcb" or "policy" (other go-sev-guest validation).
+// "signature", "revocation" (CheckRevocation), "report_data", "host_data",
+// "debug", "reported_tcb", "committed_tcb", "launch_tcb" or "policy"
+// (other report-field checks: migration agent, CXL, VMPL, provisional
+// firmware, REPORTED_TCB or CHIP_ID not those of the VCEK).
 func (v *Verifier) Verify(ctx context.Context, evidence []byte, opts attestation.VerifyOptions) (*attestation.Claims, error) {
 	ev, err := Parse(evidence)
 	if err != nil {
@@ -149,12 +159,17 @@ func (v *Verifier) Verify(ctx context.Context, evidence []byte, opts attestation
 	return claimsOf(ev.Report, ek.productLine), nil
 }
 
-// endorsementKey is a VCEK or VLEK that chains to a trusted root.
+// endorsementKey is a VCEK or VLEK that chains to a trusted root, with
+// what validation needs from its extensions.
 type endorsementKey struct {
 	der         []byte
 	cert        *x509.Certificate
 	signer      abi.ReportSigner
 	productLine string
+	info        *ekInfo
+	// crlNextUpdate is the NextUpdate of the CRL checked with this key;
+	// zero if none was.
+	crlNextUpdate time.Time
 }
 
 func (v *Verifier) verifyChainAndSignature(ctx context.Context, ev *Evidence, now time.Time) (*endorsementKey, error) {
@@ -196,12 +211,41 @@ func (v *Verifier) verifyChainAndSignature(ctx context.Context, ev *Evidence, no
 	if err := verify.SnpReportSignature(ev.Raw, cert); err != nil {
 		return nil, attestation.Fail(attestation.CheckSignature, err)
 	}
-	// go-sev-guest's full verification: KDS certificate profile (version,
-	// RSASSA-PSS, P-384, AMD subject/issuer names, extensions), chain and
-	// signature again.
+	if err := v.checkProfile(ctx, ev, der, cert, info.SigningKey, line, now); err != nil {
+		return nil, attestation.Fail(attestation.CheckCertificates, err)
+	}
+	eki, err := readEKInfo(cert, info.SigningKey, line)
+	if err != nil {
+		return nil, attestation.Fail(attestation.CheckCertificates, err)
+	}
+	ek := &endorsementKey{der: der, cert: cert, signer: info.SigningKey, productLine: line, info: eki}
+	if err := v.checkRevocation(ctx, line, ek, root, now); err != nil {
+		return nil, err
+	}
+	v.chains.put(ek, root)
+	return ek, nil
+}
+
+// checkProfile checks the endorsement key certificate against AMD's KDS
+// certificate profile. Milan and Genoa use go-sev-guest's full
+// verification (version, RSASSA-PSS, P-384, AMD subject/issuer names,
+// extensions, chain and signature again). go-sev-guest v0.15 rejects Turin
+// VCEKs (FMC SPL extension, 8-byte hwID), so for Turin the chain and the
+// report signature, already verified, are complemented by the key and
+// signature algorithm checks here and the extension parsing of readEKInfo.
+func (v *Verifier) checkProfile(ctx context.Context, ev *Evidence, der []byte, cert *x509.Certificate, signer abi.ReportSigner, line string, now time.Time) error {
+	if line == Turin {
+		if cert.SignatureAlgorithm != x509.SHA384WithRSAPSS {
+			return fmt.Errorf("%v certificate is signed with %v: AMD signs with RSASSA-PSS SHA-384", signer, cert.SignatureAlgorithm)
+		}
+		if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P384() {
+			return fmt.Errorf("%v certificate key is %T: want ECDSA P-384", signer, cert.PublicKey)
+		}
+		return nil
+	}
 	product, _ := kds.ParseProductLine(line)
 	att := &spb.Attestation{Report: ev.Report, CertificateChain: &spb.CertificateChain{}}
-	if info.SigningKey == abi.VlekReportSigner {
+	if signer == abi.VlekReportSigner {
 		att.CertificateChain.VlekCert = der
 	} else {
 		att.CertificateChain.VcekCert = der
@@ -213,11 +257,9 @@ func (v *Verifier) verifyChainAndSignature(ctx context.Context, ev *Evidence, no
 		Product:             product,
 	}
 	if err := verify.SnpAttestationContext(ctx, att, vopts); err != nil {
-		return nil, attestation.Fail(attestation.CheckCertificates, fmt.Errorf("verify %v certificate: %w", info.SigningKey, err))
+		return fmt.Errorf("verify %v certificate: %w", signer, err)
 	}
-	ek := &endorsementKey{der: der, cert: cert, signer: info.SigningKey, productLine: line}
-	v.chains.put(ek, root)
-	return ek, nil
+	return nil
 }
 
 // productHint returns the product line known before the VCEK is at hand:
@@ -312,10 +354,10 @@ func (v *Verifier) endorsementKeyDER(ctx context.Context, ev *Evidence, signer a
 		return nil, fmt.Errorf("report is signed by a VLEK but the evidence's certificate table has none; the host must attach the VLEK (KDS cannot serve it)")
 	}
 	chipID := ev.Report.GetChipId()
-	tcb := kds.TCBVersion(ev.Report.GetReportedTcb())
+	tcb := ev.Report.GetReportedTcb()
 	var tried []string
 	if v.cfg.CertDir != "" {
-		der, paths, err := readCertDir(v.cfg.CertDir, chipID, tcb)
+		der, paths, err := readCertDir(v.cfg.CertDir, productLine, chipID, tcb)
 		if err != nil {
 			return nil, err
 		}
@@ -337,7 +379,10 @@ func (v *Verifier) endorsementKeyDER(ctx context.Context, ev *Evidence, signer a
 	if productLine == "" {
 		return nil, errors.New("report version 2 has no CPUID, so the KDS product line is unknown: set the verifier's Product (Milan, Genoa or Turin) or attach the VCEK")
 	}
-	url := kds.VCEKCertURL(productLine, chipID, tcb)
+	url, err := VCEKURL(productLine, chipID, tcb)
+	if err != nil {
+		return nil, err
+	}
 	der, err := trust.GetWith(ctx, v.getter, url)
 	if err != nil {
 		return nil, fmt.Errorf("fetch VCEK from AMD KDS %s: %w", url, err)
@@ -345,18 +390,30 @@ func (v *Verifier) endorsementKeyDER(ctx context.Context, ev *Evidence, signer a
 	return der, nil
 }
 
-// TCBFileName returns the Trustee kds-store file name prefix for tcb, e.g.
-// "bl02_tee00_snp06_ucode21".
-func TCBFileName(tcb kds.TCBVersion) string {
-	p := kds.DecomposeTCBVersion(tcb)
-	return fmt.Sprintf("bl%02d_tee%02d_snp%02d_ucode%02d", p.BlSpl, p.TeeSpl, p.SnpSpl, p.UcodeSpl)
+// TCBFileName returns the Trustee kds-store file name prefix for a
+// REPORTED_TCB of productLine, e.g. "bl02_tee00_snp06_ucode21", with an
+// "fmcNN_" prefix on Turin.
+func TCBFileName(productLine string, tcb uint64) string {
+	t := DecodeTCB(productLine, tcb)
+	name := fmt.Sprintf("bl%02d_tee%02d_snp%02d_ucode%02d", t.Bootloader, t.TEE, t.SNP, t.Microcode)
+	if productLine == Turin {
+		name = fmt.Sprintf("fmc%02d_", t.FMC) + name
+	}
+	return name
 }
 
-func readCertDir(dir string, chipID []byte, tcb kds.TCBVersion) ([]byte, []string, error) {
+func readCertDir(dir, productLine string, chipID []byte, tcb uint64) ([]byte, []string, error) {
 	hw := fmt.Sprintf("%x", chipID)
 	paths := []string{
-		filepath.Join(dir, "vcek", hw, TCBFileName(tcb)+"_vcek.der"),
+		filepath.Join(dir, "vcek", hw, TCBFileName(productLine, tcb)+"_vcek.der"),
 		filepath.Join(dir, "vcek", hw, "vcek.der"),
+	}
+	if productLine == Turin {
+		// Turin VCEKs are named by the 8-byte hardware ID.
+		short := kdsHWID(Turin, chipID)
+		paths = append(paths,
+			filepath.Join(dir, "vcek", short, TCBFileName(productLine, tcb)+"_vcek.der"),
+			filepath.Join(dir, "vcek", short, "vcek.der"))
 	}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)

@@ -151,7 +151,7 @@ func TestVerifyChecks(t *testing.T) {
 			name:      "REPORTED_TCB differs from the VCEK's TCB",
 			report:    reportOpts{reported: &lowTCB},
 			wantCheck: attestation.CheckPolicy,
-			wantErr:   "does not match the TCB of the V[CL]EK certificate",
+			wantErr:   "is not the TCB its VCEK is certified for",
 		},
 		{
 			name:      "no VCEK anywhere",
@@ -262,8 +262,8 @@ func TestCertDir(t *testing.T) {
 	tcb, _ := kds.ComposeTCBParts(goodTCB)
 	sub := filepath.Join(dir, "vcek", hex.EncodeToString(testChipID()))
 	require.NoError(t, os.MkdirAll(sub, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(sub, TCBFileName(tcb)+"_vcek.der"), chip.chip.VCEK().Raw, 0o644))
-	require.Equal(t, "bl04_tee00_snp22_ucode213", TCBFileName(tcb))
+	require.NoError(t, os.WriteFile(filepath.Join(sub, TCBFileName(Milan, uint64(tcb))+"_vcek.der"), chip.chip.VCEK().Raw, 0o644))
+	require.Equal(t, "bl04_tee00_snp22_ucode213", TCBFileName(Milan, uint64(tcb)))
 
 	v, err := NewVerifier(Config{TrustedRoots: chip.roots(), CertDir: dir})
 	require.NoError(t, err)
@@ -271,7 +271,7 @@ func TestCertDir(t *testing.T) {
 	require.NoError(t, err)
 
 	// The flat fallback name works too.
-	require.NoError(t, os.Rename(filepath.Join(sub, TCBFileName(tcb)+"_vcek.der"), filepath.Join(sub, "vcek.der")))
+	require.NoError(t, os.Rename(filepath.Join(sub, TCBFileName(Milan, uint64(tcb))+"_vcek.der"), filepath.Join(sub, "vcek.der")))
 	v, err = NewVerifier(Config{TrustedRoots: chip.roots(), CertDir: dir})
 	require.NoError(t, err)
 	_, err = v.Verify(context.Background(), chip.report(t, reportOpts{}), attestation.VerifyOptions{ReportData: wantReportData(), Now: testNow})
@@ -281,16 +281,22 @@ func TestCertDir(t *testing.T) {
 	require.ErrorContains(t, err, "certificate directory")
 }
 
-// countingKDS serves one VCEK at its KDS URL and counts requests.
+// countingKDS serves one body at its URL and counts requests: all of
+// them, and those for url (a verifier also asks for the product CRL, which
+// it does not serve).
 type countingKDS struct {
-	url   string
-	der   []byte
-	calls atomic.Int32
-	gate  chan struct{}
+	url      string
+	der      []byte
+	calls    atomic.Int32
+	urlCalls atomic.Int32
+	gate     chan struct{}
 }
 
 func (k *countingKDS) Get(url string) ([]byte, error) {
 	k.calls.Add(1)
+	if url == k.url {
+		k.urlCalls.Add(1)
+	}
 	if k.gate != nil {
 		<-k.gate
 	}
@@ -318,7 +324,7 @@ func TestKDSFetchedOncePerChipAndTCB(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-	require.EqualValues(t, 1, fake.calls.Load())
+	require.EqualValues(t, 1, fake.urlCalls.Load())
 	require.Equal(t, 1, getter.Len())
 
 	// Without Product a version 2 report gives no KDS product line.

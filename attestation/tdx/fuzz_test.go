@@ -43,3 +43,17 @@ func FuzzParseTDX(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeEvidenceJSON: DecodeEvidenceJSON must not panic on any
+// document.
+func FuzzDecodeEvidenceJSON(f *testing.F) {
+	f.Add([]byte(`{"cc_eventlog": null, "quote": "BAACAIEAAAA="}`))
+	f.Add([]byte(`{"cc_eventlog": "AAAA", "quote": ""}`))
+	f.Add([]byte(`{"quote": 5}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		q, err := DecodeEvidenceJSON(data)
+		if err == nil && len(q) == 0 && IsEvidenceJSON(data) {
+			t.Fatal("DecodeEvidenceJSON returned an empty quote without error")
+		}
+	})
+}

@@ -60,7 +60,10 @@ type Config struct {
 	// CollateralDir is an offline collateral directory (see TCBInfoFile and
 	// the other file names). Takes precedence over Getter.
 	CollateralDir string
-	// Getter fetches collateral from Intel PCS (e.g. trust.DefaultHTTPSGetter()).
+	// Getter fetches collateral from Intel PCS (e.g. PCSGetter()). It is
+	// wrapped in a CachingGetter unless it is one already, so PCS sees one
+	// request per FMSPC (and for QE identity and CRLs) per collateral
+	// period.
 	// With neither CollateralDir nor Getter, TCB status and QE identity are
 	// NOT checked: only the PCK chain and the quote and QE signatures are.
 	Getter trust.HTTPSGetter
@@ -112,6 +115,11 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		return nil, fmt.Errorf("configure TDX verifier: minimum TEE_TCB_SVN is %d bytes, want %d", len(cfg.MinimumTeeTcbSvn), TeeTcbSvnSize)
 	}
 	v := &Verifier{cfg: cfg, roots: cfg.TrustedRoots, getter: cfg.Getter}
+	if cfg.Getter != nil {
+		if _, ok := cfg.Getter.(*CachingGetter); !ok {
+			v.getter = NewCachingGetter(cfg.Getter, 0, nil)
+		}
+	}
 	if v.roots == nil {
 		root, err := IntelRoot()
 		if err != nil {

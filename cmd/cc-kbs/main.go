@@ -19,7 +19,15 @@ import (
 )
 
 func main() {
-	app := &cli.App{
+	if err := newApp().RunContext(context.Background(), os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "cc-kbs:", err)
+		os.Exit(1)
+	}
+}
+
+// newApp returns the cc-kbs command line application.
+func newApp() *cli.App {
+	return &cli.App{
 		Name:  "cc-kbs",
 		Usage: "Coffer key broker service (Trustee KBS protocol v0.4.0)",
 		Flags: []cli.Flag{
@@ -30,6 +38,9 @@ func main() {
 			&cli.BoolFlag{Name: "print-default-config", Usage: "print the documented default configuration and exit"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("unexpected argument %q: cc-kbs takes flags only (e.g. --config FILE); see cc-kbs --help", c.Args().First())
+			}
 			if c.Bool("print-default-config") {
 				_, err := fmt.Fprint(c.App.Writer, kbsconfig.ExampleConfig)
 				return err
@@ -51,9 +62,5 @@ func main() {
 			defer stop()
 			return daemon.Run(ctx, daemon.Options{Config: cfg, InsecureHTTP: c.Bool("insecure-http")})
 		},
-	}
-	if err := app.RunContext(context.Background(), os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "cc-kbs:", err)
-		os.Exit(1)
 	}
 }

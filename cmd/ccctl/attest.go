@@ -27,9 +27,10 @@ import (
 func attestCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "attest",
-		Usage: "verify TEE evidence offline",
+		Usage: "verify TEE evidence offline; create sim TEE chains",
 		Subcommands: []*cli.Command{
 			attestVerifyCommand(),
+			simChainCommand(),
 		},
 	}
 }
@@ -152,6 +153,9 @@ func runAttestVerify(c *cli.Context, a attestVerifyArgs, stdout, stderr io.Write
 	}
 
 	var v attestation.Verifier
+	// Notes about checks that were skipped are printed only once the
+	// evidence verified: after a failure they would read as the cause.
+	var notes []string
 	switch tee {
 	case attestation.TEESNP:
 		v, err = snp.NewVerifier(snp.Config{CertDir: a.collateral, MinimumTCB: minTCB, AllowDebug: a.allowDebug})
@@ -167,7 +171,7 @@ func runAttestVerify(c *cli.Context, a attestVerifyArgs, stdout, stderr io.Write
 		var tv *tdx.Verifier
 		tv, err = tdx.NewVerifier(tdx.Config{CollateralDir: a.collateral, MinimumTeeTcbSvn: refs.minTeeTCBSVN, AllowDebug: a.allowDebug})
 		if err == nil && !tv.ChecksCollateral() {
-			fmt.Fprintln(stderr, "note: no --collateral: TCB status and QE identity were not checked, only the PCK chain and signatures")
+			notes = append(notes, "no --collateral: TCB status and QE identity were not checked, only the PCK chain and signatures")
 		}
 		v = tv
 	}
@@ -182,7 +186,10 @@ func runAttestVerify(c *cli.Context, a attestVerifyArgs, stdout, stderr io.Write
 		return attestation.Fail(attestation.CheckMeasurement, fmt.Errorf("measurement %s is not among the %d reference values in %s", claims.Measurement, len(refs.measurements), a.referenceValues))
 	}
 	if opts.SkipReportData {
-		fmt.Fprintln(stderr, "note: no --report-data: REPORT_DATA was not checked, so the evidence is not bound to any nonce or key")
+		notes = append(notes, "no --report-data: REPORT_DATA was not checked, so the evidence is not bound to any nonce or key")
+	}
+	for _, n := range notes {
+		fmt.Fprintln(stderr, "note:", n)
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")

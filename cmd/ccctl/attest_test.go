@@ -73,9 +73,16 @@ func TestAttestVerifyTDX(t *testing.T) {
 	// A tampered byte fails, naming the check; nothing on stdout.
 	bad := append([]byte(nil), testdata.RawQuote...)
 	bad[0x30+0x88] ^= 1
-	out, _, err = runAttest(t, "verify", "--tee", "tdx", "--evidence", writeFile(t, dir, "bad.dat", bad), "--now", tdxSampleNow)
+	out, errOut, err = runAttest(t, "verify", "--tee", "tdx", "--evidence", writeFile(t, dir, "bad.dat", bad), "--now", tdxSampleNow)
 	require.ErrorContains(t, err, "check signature failed")
 	require.Empty(t, out)
+	// No note about skipped checks after a failure: it would read as the cause.
+	require.NotContains(t, errOut, "note:")
+
+	// Unparsable evidence: the parse error only, no notes.
+	_, errOut, err = runAttest(t, "verify", "--tee", "tdx", "--evidence", writeFile(t, dir, "short.dat", []byte("not a quote")), "--now", tdxSampleNow)
+	require.ErrorContains(t, err, "check parse failed")
+	require.NotContains(t, errOut, "note:")
 
 	// Wrong REPORT_DATA.
 	_, _, err = runAttest(t, "verify", "--tee", "tdx", "--evidence", quote, "--now", tdxSampleNow, "--report-data", "00")

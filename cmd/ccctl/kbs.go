@@ -43,17 +43,9 @@ func kbsCommand() *cli.Command {
 				Name:  "audit",
 				Usage: "print the admin audit log as JSON",
 				Flags: []cli.Flag{&cli.IntFlag{Name: "limit", Value: 50, Usage: "last `N` entries (0: all)"}},
-				Action: func(c *cli.Context) error {
-					ac, err := kbsAdminClient(c)
-					if err != nil {
-						return err
-					}
-					entries, err := ac.Audit(c.Context, c.Int("limit"))
-					if err != nil {
-						return err
-					}
-					return kbsPrintJSON(c.App.Writer, entries)
-				},
+				Action: kbsShow(func(c *cli.Context, ac *adminclient.Client) (any, error) {
+					return ac.Audit(c.Context, c.Int("limit"))
+				}),
 			},
 		},
 	}
@@ -85,6 +77,30 @@ func kbsAdminClient(c *cli.Context) (*adminclient.Client, error) {
 		return nil, err
 	}
 	return adminclient.New(url, key, adminclient.Options{HTTPClient: hc, Subject: c.String("subject")}), nil
+}
+
+// kbsWithClient builds the admin client from the parent flags and runs
+// fn with it. Subcommands check their own arguments first, so a usage
+// error is reported before a missing --admin-key.
+func kbsWithClient(c *cli.Context, fn func(*adminclient.Client) error) error {
+	ac, err := kbsAdminClient(c)
+	if err != nil {
+		return err
+	}
+	return fn(ac)
+}
+
+// kbsShow returns an action that prints as JSON what get returns.
+func kbsShow(get func(*cli.Context, *adminclient.Client) (any, error)) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		return kbsWithClient(c, func(ac *adminclient.Client) error {
+			v, err := get(c, ac)
+			if err != nil {
+				return err
+			}
+			return kbsPrintJSON(c.App.Writer, v)
+		})
+	}
 }
 
 func kbsPrintJSON(w io.Writer, v any) error {
@@ -181,15 +197,9 @@ func kbsResourceCommand() *cli.Command {
 					default:
 						return errors.New("give the value with --file FILE or --value STRING")
 					}
-					ac, err := kbsAdminClient(c)
-					if err != nil {
-						return err
-					}
-					meta, err := ac.SetResource(c.Context, path, value)
-					if err != nil {
-						return err
-					}
-					return kbsPrintJSON(c.App.Writer, meta)
+					return kbsShow(func(c *cli.Context, ac *adminclient.Client) (any, error) {
+						return ac.SetResource(c.Context, path, value)
+					})(c)
 				},
 			},
 			{
@@ -202,35 +212,25 @@ func kbsResourceCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					ac, err := kbsAdminClient(c)
-					if err != nil {
+					return kbsWithClient(c, func(ac *adminclient.Client) error {
+						v, err := ac.GetResource(c.Context, path)
+						if err != nil {
+							return err
+						}
+						if out := c.String("out"); out != "" {
+							return kbsWriteNew(out, v, 0o600)
+						}
+						_, err = c.App.Writer.Write(v)
 						return err
-					}
-					v, err := ac.GetResource(c.Context, path)
-					if err != nil {
-						return err
-					}
-					if out := c.String("out"); out != "" {
-						return kbsWriteNew(out, v, 0o600)
-					}
-					_, err = c.App.Writer.Write(v)
-					return err
+					})
 				},
 			},
 			{
 				Name:  "list",
 				Usage: "list resources (metadata only) as JSON",
-				Action: func(c *cli.Context) error {
-					ac, err := kbsAdminClient(c)
-					if err != nil {
-						return err
-					}
-					metas, err := ac.ListResources(c.Context)
-					if err != nil {
-						return err
-					}
-					return kbsPrintJSON(c.App.Writer, metas)
-				},
+				Action: kbsShow(func(c *cli.Context, ac *adminclient.Client) (any, error) {
+					return ac.ListResources(c.Context)
+				}),
 			},
 		},
 	}
@@ -271,16 +271,14 @@ func kbsPolicyCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					ac, err := kbsAdminClient(c)
-					if err != nil {
+					return kbsWithClient(c, func(ac *adminclient.Client) error {
+						v, err := ac.SetPolicy(c.Context, kind, src)
+						if err != nil {
+							return err
+						}
+						_, err = fmt.Fprintf(c.App.Writer, "%s (set %s by %s)\n", v.ID, v.Time.Format("2006-01-02T15:04:05Z"), v.Actor)
 						return err
-					}
-					v, err := ac.SetPolicy(c.Context, kind, src)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.Writer, "%s (set %s by %s)\n", v.ID, v.Time.Format("2006-01-02T15:04:05Z"), v.Actor)
-					return nil
+					})
 				},
 			},
 			{
@@ -292,17 +290,15 @@ func kbsPolicyCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					ac, err := kbsAdminClient(c)
-					if err != nil {
+					return kbsWithClient(c, func(ac *adminclient.Client) error {
+						v, err := ac.Policy(c.Context, kind)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.ErrWriter, "# %s\n", v.ID)
+						_, err = io.WriteString(c.App.Writer, v.Content)
 						return err
-					}
-					v, err := ac.Policy(c.Context, kind)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.ErrWriter, "# %s\n", v.ID)
-					_, err = io.WriteString(c.App.Writer, v.Content)
-					return err
+					})
 				},
 			},
 			{
@@ -314,15 +310,9 @@ func kbsPolicyCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					ac, err := kbsAdminClient(c)
-					if err != nil {
-						return err
-					}
-					h, err := ac.History(c.Context, kind)
-					if err != nil {
-						return err
-					}
-					return kbsPrintJSON(c.App.Writer, h)
+					return kbsShow(func(c *cli.Context, ac *adminclient.Client) (any, error) {
+						return ac.History(c.Context, kind)
+					})(c)
 				},
 			},
 		},
@@ -366,16 +356,14 @@ func kbsReferenceValuesCommand() *cli.Command {
 					if _, err := (refvalues.Values{}).Add(e); err != nil {
 						return err
 					}
-					ac, err := kbsAdminClient(c)
-					if err != nil {
+					return kbsWithClient(c, func(ac *adminclient.Client) error {
+						v, err := ac.AddReferenceValue(c.Context, e)
+						if err != nil {
+							return err
+						}
+						_, err = fmt.Fprintf(c.App.Writer, "%s: %s measurements %d\n", v.ID, e.TEE, len(v.Values.For(kbsTEE(e.TEE)).Measurements))
 						return err
-					}
-					v, err := ac.AddReferenceValue(c.Context, e)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.Writer, "%s: %s measurements %d\n", v.ID, e.TEE, len(v.Values.For(kbsTEE(e.TEE)).Measurements))
-					return nil
+					})
 				},
 			},
 			{
@@ -394,32 +382,22 @@ func kbsReferenceValuesCommand() *cli.Command {
 					if _, err := refvalues.Parse(b); err != nil {
 						return err
 					}
-					ac, err := kbsAdminClient(c)
-					if err != nil {
+					return kbsWithClient(c, func(ac *adminclient.Client) error {
+						v, err := ac.SetReferenceValues(c.Context, b)
+						if err != nil {
+							return err
+						}
+						_, err = fmt.Fprintln(c.App.Writer, v.ID)
 						return err
-					}
-					v, err := ac.SetReferenceValues(c.Context, b)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintln(c.App.Writer, v.ID)
-					return nil
+					})
 				},
 			},
 			{
 				Name:  "get",
 				Usage: "print the current reference values as JSON",
-				Action: func(c *cli.Context) error {
-					ac, err := kbsAdminClient(c)
-					if err != nil {
-						return err
-					}
-					v, err := ac.ReferenceValues(c.Context)
-					if err != nil {
-						return err
-					}
-					return kbsPrintJSON(c.App.Writer, v)
-				},
+				Action: kbsShow(func(c *cli.Context, ac *adminclient.Client) (any, error) {
+					return ac.ReferenceValues(c.Context)
+				}),
 			},
 		},
 	}

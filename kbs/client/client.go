@@ -80,6 +80,10 @@ type Options struct {
 	// Key is the ephemeral TEE key: *rsa.PrivateKey (RSA-OAEP-256) or
 	// *ecdsa.PrivateKey (ECDH-ES+A256KW). Nil: a new P-256 key.
 	Key crypto.PrivateKey
+	// AdditionalEvidence is sent as tee-evidence additional_evidence and
+	// hashed into REPORT_DATA with the nonce and tee-pubkey (Trustee's
+	// runtime data). "" sends none.
+	AdditionalEvidence string
 	// InitData is sent as "init-data" when set.
 	InitData *protocol.InitData
 	// ExtraParams is the /auth "extra-params"; nil sends
@@ -164,7 +168,7 @@ func (c *Client) Auth(ctx context.Context) (*protocol.Challenge, error) {
 // BuildAttestation computes REPORT_DATA for ch's nonce and the client key,
 // gets evidence from the Attester and returns the Attestation body.
 func (c *Client) BuildAttestation(ctx context.Context, ch *protocol.Challenge) (*protocol.Attestation, error) {
-	rd, err := reportdata.RuntimeDataHash(ch.Nonce, &c.jwk, c.hashAlg)
+	rd, err := reportdata.RuntimeData{Nonce: ch.Nonce, TeePubKey: &c.jwk, AdditionalEvidence: c.o.AdditionalEvidence}.Hash(c.hashAlg)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +183,7 @@ func (c *Client) BuildAttestation(ctx context.Context, ch *protocol.Challenge) (
 	return &protocol.Attestation{
 		InitData:    c.o.InitData,
 		RuntimeData: protocol.RuntimeData{Nonce: ch.Nonce, TEEPubKey: pub},
-		TEEEvidence: protocol.EncodeEvidence(ev),
+		TEEEvidence: protocol.EncodeCompositeEvidence(ev, c.o.AdditionalEvidence),
 	}, nil
 }
 

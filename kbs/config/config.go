@@ -119,7 +119,20 @@ type SNP struct {
 	// KDS fetches missing VCEKs from AMD KDS (network access), cached per
 	// chip and TCB. Default false.
 	KDS bool `toml:"kds"`
+	// Revocation is how AMD's CRL (KDS /vcek/v1/<line>/crl, or crl.der /
+	// crl.pem in CertDir) is used: "if-available" checks the ASK and the
+	// VCEK/VLEK against it when a CRL is at hand (CertDir, or KDS when kds
+	// is on), "required" refuses evidence when none is, "off" never checks.
+	// Default "if-available".
+	Revocation string `toml:"revocation"`
 }
+
+// SNP revocation modes (SNP.Revocation).
+const (
+	RevocationIfAvailable = "if-available"
+	RevocationRequired    = "required"
+	RevocationOff         = "off"
+)
 
 // TDX configures Intel TDX evidence.
 type TDX struct {
@@ -157,7 +170,7 @@ func Default() Config {
 		Admin:        Admin{MaxTokenLifetime: Duration(time.Hour)},
 		Session:      Session{TTL: Duration(5 * time.Minute), MaxSessions: 100000},
 		Token:        Token{TTL: Duration(5 * time.Minute)},
-		TEE:          TEEs{SNP: SNP{Enabled: true}, TDX: TDX{Enabled: true}},
+		TEE:          TEEs{SNP: SNP{Enabled: true, Revocation: RevocationIfAvailable}, TDX: TDX{Enabled: true}},
 	}
 }
 
@@ -219,6 +232,11 @@ func (c *Config) Validate() error {
 	case "", "Milan", "Genoa", "Turin":
 	default:
 		return fmt.Errorf("tee.snp.product %q: want \"Milan\", \"Genoa\", \"Turin\" or empty", c.TEE.SNP.Product)
+	}
+	switch c.TEE.SNP.Revocation {
+	case RevocationIfAvailable, RevocationRequired, RevocationOff:
+	default:
+		return fmt.Errorf("tee.snp.revocation %q: want %q, %q or %q", c.TEE.SNP.Revocation, RevocationIfAvailable, RevocationRequired, RevocationOff)
 	}
 	if !c.TEE.SNP.Enabled && !c.TEE.TDX.Enabled && c.TEE.Sim.RootPEM == "" {
 		return errors.New("no TEE enabled: enable tee.snp or tee.tdx, or set tee.sim.root_pem")

@@ -36,6 +36,7 @@ ttl = "90s"
 [tee.snp]
 min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
 product = "Genoa"
+revocation = "required"
 [tee.tdx]
 min_tee_tcb_svn = "0300000000000000000000000000000A"
 [tee.sim]
@@ -45,6 +46,7 @@ root_pem = "/etc/cc-kbs/sim-root.pem"
 	require.Equal(t, "127.0.0.1:9443", c.Listen)
 	require.Equal(t, 90*time.Second, time.Duration(c.Session.TTL))
 	require.Equal(t, TCB{Bootloader: 3, SNP: 8, Microcode: 115}, c.TEE.SNP.MinTCB)
+	require.Equal(t, RevocationRequired, c.TEE.SNP.Revocation)
 	require.Equal(t, "0300000000000000000000000000000a", c.TEE.TDX.MinTeeTCBSVN)
 	require.Equal(t, "/srv/kbs/kbs.db", c.DBPath())
 	cert, key, gen := c.TLSPaths()
@@ -55,22 +57,25 @@ root_pem = "/etc/cc-kbs/sim-root.pem"
 
 func TestLoadRejects(t *testing.T) {
 	for name, s := range map[string]string{
-		"unknown key":   "listne = \"x\"\n",
-		"unknown table": "[tee.sgx]\nenabled = true\n",
-		"bad listen":    "listen = \"8080\"\n",
-		"relative dir":  "data_dir = \"kbs\"\n",
-		"bad duration":  "[session]\nttl = \"5 minutes\"\n",
-		"tiny body":     "max_body_bytes = 10\n",
-		"half tls":      "[tls]\ncert = \"/x.crt\"\n",
-		"bad svn":       "[tee.tdx]\nmin_tee_tcb_svn = \"zz\"\n",
-		"bad product":   "[tee.snp]\nproduct = \"Naples\"\n",
-		"no tee":        "[tee.snp]\nenabled = false\n[tee.tdx]\nenabled = false\n",
-		"tcb range":     "[tee.snp]\nmin_tcb = { bootloader = 300 }\n",
-		"insecure knob": "insecure_http = true\n",
+		"unknown key":    "listne = \"x\"\n",
+		"unknown table":  "[tee.sgx]\nenabled = true\n",
+		"bad listen":     "listen = \"8080\"\n",
+		"relative dir":   "data_dir = \"kbs\"\n",
+		"bad duration":   "[session]\nttl = \"5 minutes\"\n",
+		"tiny body":      "max_body_bytes = 10\n",
+		"half tls":       "[tls]\ncert = \"/x.crt\"\n",
+		"bad svn":        "[tee.tdx]\nmin_tee_tcb_svn = \"zz\"\n",
+		"bad product":    "[tee.snp]\nproduct = \"Naples\"\n",
+		"bad revocation": "[tee.snp]\nrevocation = \"sometimes\"\n",
+		"no tee":         "[tee.snp]\nenabled = false\n[tee.tdx]\nenabled = false\n",
+		"tcb range":      "[tee.snp]\nmin_tcb = { bootloader = 300 }\n",
+		"insecure knob":  "insecure_http = true\n",
 	} {
 		_, err := Load(write(t, s))
 		require.Error(t, err, name)
 	}
-	_, err := Load(filepath.Join(t.TempDir(), "missing.toml"))
+	_, err := Load(write(t, "[tee.snp]\nrevocation = \"sometimes\"\n"))
+	require.ErrorContains(t, err, `: tee.snp.revocation "sometimes": want "if-available", "required" or "off"`)
+	_, err = Load(filepath.Join(t.TempDir(), "missing.toml"))
 	require.Error(t, err)
 }

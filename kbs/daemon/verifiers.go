@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/google/go-sev-guest/kds"
-	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
 
 	"github.com/cofferhq/coffer/attestation"
 	"github.com/cofferhq/coffer/attestation/sim"
@@ -26,6 +25,12 @@ func BuildVerifiers(c config.TEEs) (map[attestation.TEE]attestation.Verifier, er
 			MinimumTCB: tcbParts(c.SNP.MinTCB),
 			AllowDebug: c.SNP.AllowDebug,
 			Product:    c.SNP.Product,
+		}
+		switch c.SNP.Revocation {
+		case config.RevocationRequired:
+			cfg.Revocation = snp.RevocationRequired
+		case config.RevocationOff:
+			cfg.Revocation = snp.RevocationOff
 		}
 		if c.SNP.KDS {
 			cfg.Getter = snp.KDSGetter()
@@ -46,7 +51,7 @@ func BuildVerifiers(c config.TEEs) (map[attestation.TEE]attestation.Verifier, er
 			cfg.MinimumTeeTcbSvn = svn
 		}
 		if c.TDX.PCS {
-			cfg.Getter = tdxtrust.DefaultHTTPSGetter()
+			cfg.Getter = tdx.PCSGetter()
 		}
 		v, err := tdx.NewVerifier(cfg)
 		if err != nil {

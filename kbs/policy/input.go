@@ -5,9 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"github.com/google/go-sev-guest/kds"
-
 	"github.com/cofferhq/coffer/attestation"
+	"github.com/cofferhq/coffer/attestation/snp"
 	"github.com/cofferhq/coffer/kbs/refvalues"
 )
 
@@ -54,12 +53,14 @@ type InitDataInput struct {
 	Data      map[string]string `json:"data"`
 }
 
-// DecomposeTCB splits a 64-bit SNP TCB_VERSION into its bootloader, tee,
-// snp and microcode security patch levels (go-sev-guest
-// kds.DecomposeTCBVersion, Milan/Genoa layout).
-func DecomposeTCB(v uint64) refvalues.TCB {
-	p := kds.DecomposeTCBVersion(kds.TCBVersion(v))
-	return refvalues.TCB{Bootloader: p.BlSpl, TEE: p.TeeSpl, SNP: p.SnpSpl, Microcode: p.UcodeSpl}
+// DecomposeTCB splits a 64-bit SNP TCB_VERSION of product ("Milan",
+// "Genoa", "Turin", "sim") into its bootloader, tee, snp and microcode
+// security patch levels, in that product's layout (attestation/snp
+// DecodeTCB: Turin's differs from Milan/Genoa's; its FMC SPL is not part
+// of refvalues.TCB).
+func DecomposeTCB(product string, v uint64) refvalues.TCB {
+	t := snp.DecodeTCB(product, v)
+	return refvalues.TCB{Bootloader: t.Bootloader, TEE: t.TEE, SNP: t.SNP, Microcode: t.Microcode}
 }
 
 // TCBsOf returns the TCB levels of claims: decomposed SNP TCBs for snp and
@@ -72,7 +73,7 @@ func TCBsOf(c *attestation.Claims) *TCBs {
 		}
 		return &TCBs{TeeTCBSVN: Ints(b)}
 	}
-	r, cm, l := DecomposeTCB(c.ReportedTCB), DecomposeTCB(c.CommittedTCB), DecomposeTCB(c.LaunchTCB)
+	r, cm, l := DecomposeTCB(c.Product, c.ReportedTCB), DecomposeTCB(c.Product, c.CommittedTCB), DecomposeTCB(c.Product, c.LaunchTCB)
 	return &TCBs{Reported: &r, Committed: &cm, Launch: &l}
 }
 

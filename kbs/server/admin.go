@@ -98,14 +98,8 @@ func (s *Server) handleAdminPolicy(w http.ResponseWriter, r *http.Request, kind 
 		if !ok {
 			return
 		}
-		body, p := s.readBody(w, r)
-		if p != nil {
-			problem.Write(w, p)
-			return
-		}
 		var req protocol.SetPolicyRequest
-		if p := decodeJSON(body, &req, true, string(kind)+" request"); p != nil {
-			problem.Write(w, p)
+		if !s.readJSON(w, r, &req, true, string(kind)+" request") {
 			return
 		}
 		if req.Type != "" && !strings.EqualFold(req.Type, "rego") {

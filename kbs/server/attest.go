@@ -39,9 +39,9 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, p)
 		return
 	}
-	var att protocol.Attestation
-	if p := decodeJSON(body, &att, false, "attestation"); p != nil {
-		problem.Write(w, p)
+	att, err := protocol.DecodeAttestationBody(body)
+	if err != nil {
+		problem.Write(w, problem.New(problem.MalformedJSON, err.Error()))
 		return
 	}
 	if att.RuntimeData.Nonce == "" {
@@ -53,7 +53,12 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, problem.New(problem.UnsupportedKey, err.Error()))
 		return
 	}
-	evidence, err := protocol.DecodeEvidence(att.TEEEvidence)
+	if att.EvidenceErr != nil {
+		problem.Write(w, problem.New(problem.BadRequest, att.EvidenceErr.Error()))
+		return
+	}
+	evidence := att.Evidence
+	input, err := decodeEvidence(evidence)
 	if err != nil {
 		problem.Write(w, problem.New(problem.BadRequest, err.Error()))
 		return
@@ -86,13 +91,22 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	if idResult != nil {
 		opts.HostData = initdata.Fit(idResult.Digest, initdata.FieldSize(sess.TEE))
 	}
-	opts.ReportData, err = reportdata.RuntimeDataHash(sess.Nonce, &key.JWK, sess.HashAlg)
+	// REPORT_DATA binds the nonce, the tee-pubkey and the additional
+	// evidence string as sent (Trustee kbs/src/attestation/backend.rs);
+	// Coffer verifies no device evidence, so additional evidence is bound
+	// but unverified, and the policy sees only that it was present.
+	rd := reportdata.RuntimeData{Nonce: sess.Nonce, TeePubKey: &key.JWK, AdditionalEvidence: evidence.AdditionalEvidence}
+	opts.ReportData, err = rd.Hash(sess.HashAlg)
 	if err != nil {
 		problem.Write(w, problem.New(problem.UnsupportedKey, err.Error()))
 		return
 	}
 
-	claims, err := verifier.Verify(ctx, evidence, opts)
+	var claims *attestation.Claims
+	err = input.checkFormat(sess.TEE)
+	if err == nil {
+		claims, err = verifier.Verify(ctx, input.raw, opts)
+	}
 	if err != nil {
 		check := attestation.FailedCheck(err)
 		if check == "" {

@@ -20,14 +20,8 @@ import (
 // Challenge (trustee kbs/src/attestation/backend.rs __auth).
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	body, p := s.readBody(w, r)
-	if p != nil {
-		problem.Write(w, p)
-		return
-	}
 	var req protocol.Request
-	if p := decodeJSON(body, &req, false, "auth request"); p != nil {
-		problem.Write(w, p)
+	if !s.readJSON(w, r, &req, false, "auth request") {
 		return
 	}
 	if err := protocol.CheckVersion(req.Version); err != nil {

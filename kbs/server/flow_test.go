@@ -207,3 +207,72 @@ func TestTDXWiring(t *testing.T) {
 	p := requireProblem(t, err, "evidence-invalid", http.StatusUnauthorized)
 	require.Equal(t, attestation.CheckReportData, p.Check, p.Detail)
 }
+
+// TestGuestComponentsEvidence sends SNP evidence as CoCo guest-components
+// does (primary_evidence a sev-crate JSON document built from go-sev-guest
+// fake-signed evidence, additional_evidence "{}"), through the real
+// server, and checks the refusals: the document for the wrong TEE, an
+// unknown object, and a document whose fields no longer match the
+// signature.
+func TestGuestComponentsEvidence(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.trust(attestation.TEESNP, snptest.DefaultMeasurement)
+	h.setResource("default/key/app", "the app key")
+	ctx := context.Background()
+
+	// attest sends primary (a JSON document) for a fresh session of tee.
+	attest := func(tee client.Attester, mutate func(doc map[string]any)) (*client.Client, error) {
+		c := h.client(tee, nil)
+		ch, err := c.Auth(ctx)
+		require.NoError(t, err)
+		att, err := c.BuildAttestation(ctx, ch)
+		require.NoError(t, err)
+		// The client signed raw evidence; re-send it as guest-components does.
+		doc := sevJSON(t, att)
+		if mutate != nil {
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(doc, &m))
+			mutate(m)
+			doc, _ = json.Marshal(m)
+		}
+		att.TEEEvidence, _ = json.Marshal(map[string]any{"primary_evidence": json.RawMessage(doc), "additional_evidence": ""})
+		_, err = c.PostAttestation(ctx, att)
+		return c, err
+	}
+
+	c, err := attest(h.snpAttester(), nil)
+	require.NoError(t, err)
+	v, err := c.Resource(ctx, "default/key/app", "")
+	require.NoError(t, err)
+	require.Equal(t, "the app key", string(v))
+
+	// A field changed after signing: the report signature fails.
+	c, err = attest(h.snpAttester(), func(m map[string]any) {
+		m["attestation_report"].(map[string]any)["guest_svn"] = 9
+	})
+	p := requireProblem(t, err, "evidence-invalid", http.StatusUnauthorized)
+	require.Equal(t, attestation.CheckSignature, p.Check)
+	requireNothingReleased(t, c, "default/key/app")
+
+	// An object of neither guest-components shape: a bad request.
+	c, err = attest(h.snpAttester(), func(m map[string]any) {
+		m["report"] = m["attestation_report"]
+		delete(m, "attestation_report")
+	})
+	p = requireProblem(t, err, "bad-request", http.StatusBadRequest)
+	require.Contains(t, p.Detail, "neither guest-components SNP evidence")
+
+	// TDX evidence (guest-components shape) on an snp session: refused,
+	// naming the format and the session's TEE.
+	c = h.client(h.snpAttester(), nil)
+	ch, err := c.Auth(ctx)
+	require.NoError(t, err)
+	att, err := c.BuildAttestation(ctx, ch)
+	require.NoError(t, err)
+	tdxDoc, _ := json.Marshal(map[string]any{"cc_eventlog": nil, "quote": tdxtestdata.RawQuote})
+	att.TEEEvidence, _ = json.Marshal(map[string]any{"primary_evidence": json.RawMessage(tdxDoc), "additional_evidence": ""})
+	_, err = c.PostAttestation(ctx, att)
+	p = requireProblem(t, err, "evidence-invalid", http.StatusUnauthorized)
+	require.Equal(t, attestation.CheckParse, p.Check)
+	require.Contains(t, p.Detail, `tee-evidence is guest-components TDX evidence, but the session was opened for tee "snp"`)
+}

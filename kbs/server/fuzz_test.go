@@ -112,6 +112,14 @@ func FuzzAttest(f *testing.F) {
 	f.Add([]byte(`{"runtime-data":{"nonce":"NONCE","tee-pubkey":{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":"AA","y":"AA"}},"tee-evidence":"AAAA"}`))
 	f.Add([]byte(`{"init-data":{"format":"toml","body":"algorithm=\"sha256\""},"runtime-data":{"nonce":"NONCE"},"tee-evidence":{}}`))
 	f.Add([]byte(`{}`))
+	// guest-components shapes: SNP evidence as a sev-crate JSON document,
+	// TDX evidence as {"cc_eventlog", "quote"}, with additional evidence.
+	doc := sevJSON(f, att)
+	gc := *att
+	gc.TEEEvidence, _ = json.Marshal(map[string]any{"primary_evidence": json.RawMessage(doc), "additional_evidence": `{"gpu":"AAAA"}`})
+	gcBody, _ := json.Marshal(gc)
+	f.Add(gcBody)
+	f.Add([]byte(`{"runtime-data":{"nonce":"NONCE"},"tee-evidence":{"primary_evidence":{"cc_eventlog":null,"quote":"BAACAIEAAAA="},"additional_evidence":"{}"}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		hdr, nonce := newSession(t, h)
 		// Let seeds carry the live nonce where they say NONCE or the seed's.

@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
+	stdlog "log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,6 +31,7 @@ import (
 	"github.com/cofferhq/coffer/kbs/adminclient"
 	"github.com/cofferhq/coffer/kbs/client"
 	"github.com/cofferhq/coffer/kbs/problem"
+	"github.com/cofferhq/coffer/kbs/protocol"
 	"github.com/cofferhq/coffer/kbs/refvalues"
 	"github.com/cofferhq/coffer/kbs/server"
 	"github.com/cofferhq/coffer/kbs/session"
@@ -103,6 +106,8 @@ type harnessOpts struct {
 	// clock (default snptest.Now).
 	withTDX bool
 	now     time.Time
+	// wrap, when set, wraps each verifier (the benchmark meters them).
+	wrap func(attestation.Verifier) attestation.Verifier
 }
 
 type harness struct {
@@ -116,6 +121,8 @@ type harness struct {
 	sim      *sim.Signer
 	chip     *snptest.Chip
 	tokens   *token.Signer
+	// meter is set by the benchmark (verifiers wrapped by harnessOpts.wrap).
+	meter *verifyMeter
 }
 
 // newHarness starts the real server on httptest TLS with a temporary bbolt
@@ -159,6 +166,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		require.NoError(t, err)
 		verifiers[attestation.TEETDX] = tdxV
 	}
+	if o.wrap != nil {
+		for t, v := range verifiers {
+			verifiers[t] = o.wrap(v)
+		}
+	}
 	srv, err := server.New(ctx, server.Config{
 		Verifiers:                verifiers,
 		Store:                    st,
@@ -171,7 +183,12 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		Now:                      clk.Now,
 	})
 	require.NoError(t, err)
-	ts := httptest.NewTLSServer(srv)
+	ts := httptest.NewUnstartedServer(srv)
+	// net/http logs a connection a client closed before the TLS handshake
+	// (the benchmark's guest process exiting): noise that would interleave
+	// with benchmark output.
+	ts.Config.ErrorLog = stdlog.New(io.Discard, "", 0)
+	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	// Keep a connection per concurrent client (the default keeps 2 idle
 	// connections per host, so concurrent clients would keep redialling).
@@ -232,6 +249,17 @@ func requireNothingReleased(t testing.TB, c *client.Client, path string) {
 }
 
 func hexOf(b []byte) string { return hex.EncodeToString(b) }
+
+// sevJSON returns the raw SNP evidence of att (as kbs/client built it) as
+// the sev-crate JSON document CoCo guest-components sends.
+func sevJSON(t testing.TB, att *protocol.Attestation) []byte {
+	t.Helper()
+	ev, err := protocol.DecodeCompositeEvidence(att.TEEEvidence)
+	require.NoError(t, err)
+	doc, err := snp.EncodeSevJSON(ev.Primary)
+	require.NoError(t, err)
+	return doc
+}
 
 func TestMain(m *testing.M) {
 	log.L.Logger.SetLevel(logrus.ErrorLevel)

@@ -366,3 +366,36 @@ func TestUnauthenticatedResource(t *testing.T) {
 	_, err = h.client(h.simAttester(), nil).Resource(ctx, secretPath, tok)
 	requireProblem(t, err, "unauthenticated", http.StatusUnauthorized)
 }
+
+// TestAdditionalEvidence: additional_evidence is hashed into REPORT_DATA
+// with the nonce and tee-pubkey, as Trustee does. Evidence bound to one
+// additional_evidence string and sent with another fails on REPORT_DATA;
+// sent as bound, the handshake succeeds and the resource is released.
+func TestAdditionalEvidence(t *testing.T) {
+	h := secureHarness(t, harnessOpts{})
+	ctx := context.Background()
+	const devices = `{"nvgpu":"eyJldmlkZW5jZSI6ImZha2UifQ=="}`
+
+	c, err := client.New(h.ts.URL, h.simAttester(), client.Options{HTTPClient: h.ts.Client(), AdditionalEvidence: devices})
+	require.NoError(t, err)
+	_, err = c.Handshake(ctx)
+	require.NoError(t, err)
+	v, err := c.Resource(ctx, secretPath, "")
+	require.NoError(t, err)
+	require.Equal(t, "top secret", string(v))
+
+	// Bound to devices, sent with other additional evidence: refused.
+	c2, err := client.New(h.ts.URL, h.simAttester(), client.Options{HTTPClient: h.ts.Client(), AdditionalEvidence: devices})
+	require.NoError(t, err)
+	ch, err := c2.Auth(ctx)
+	require.NoError(t, err)
+	att, err := c2.BuildAttestation(ctx, ch)
+	require.NoError(t, err)
+	ev, err := protocol.DecodeCompositeEvidence(att.TEEEvidence)
+	require.NoError(t, err)
+	att.TEEEvidence = protocol.EncodeCompositeEvidence(ev.Primary, `{"nvgpu":"b3RoZXI="}`)
+	_, err = c2.PostAttestation(ctx, att)
+	p := requireProblem(t, err, "evidence-invalid", http.StatusUnauthorized)
+	require.Equal(t, attestation.CheckReportData, p.Check)
+	requireNothingReleased(t, c2, secretPath)
+}

@@ -161,7 +161,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *prob
 	if r.ContentLength > s.cfg.MaxBody {
 		return nil, problem.New(problem.BodyTooLarge, fmt.Sprintf("request body is %d bytes: the limit is %d", r.ContentLength, s.cfg.MaxBody))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	// Size the buffer from Content-Length (already bounded above), so an
+	// attestation body of a few KiB is read without regrowing.
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	body := buf.Bytes()
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -170,6 +177,21 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *prob
 		return nil, problem.New(problem.BadRequest, fmt.Sprintf("read request body: %v", err))
 	}
 	return body, nil
+}
+
+// readJSON reads r's body (at most MaxBody bytes) and decodes exactly one
+// JSON value from it into v (see decodeJSON). On failure it writes the
+// problem and returns false.
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any, strict bool, what string) bool {
+	body, p := s.readBody(w, r)
+	if p == nil {
+		p = decodeJSON(body, v, strict, what)
+	}
+	if p != nil {
+		problem.Write(w, p)
+		return false
+	}
+	return true
 }
 
 // decodeJSON decodes exactly one JSON value from body into v. strict

@@ -97,7 +97,13 @@ func NewSigner(key *ecdsa.PrivateKey, o Options) (*Signer, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	opts := (&jose.SignerOptions{EmbedJWK: true}).WithType("JWT")
+	// The header's "jwk" is the same for every token: serialise it once
+	// rather than let go-jose's EmbedJWK marshal the key on every Issue.
+	jwk, err := (&jose.JSONWebKey{Key: &key.PublicKey}).MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("create token signer: encode public key: %w", err)
+	}
+	opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader("jwk", json.RawMessage(jwk))
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("create token signer: %w", err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cofferhq/coffer/kbs/ear"
@@ -31,6 +32,17 @@ func TestIssueVerify(t *testing.T) {
 	pub, err := TEEPubKey(got)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"kty":"EC","crv":"P-256"}`, string(pub))
+	// The protected header is {"alg":"ES256","jwk":<signer key>,"typ":"JWT"}
+	// and the token verifies with that embedded key.
+	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	require.NoError(t, err)
+	h := jws.Signatures[0].Protected
+	require.Equal(t, "ES256", h.Algorithm)
+	require.Equal(t, "JWT", h.ExtraHeaders[jose.HeaderType])
+	require.NotNil(t, h.JSONWebKey)
+	require.True(t, h.JSONWebKey.IsPublic())
+	_, err = jws.Verify(h.JSONWebKey)
+	require.NoError(t, err)
 	m, err := DecodePayload(got)
 	require.NoError(t, err)
 	require.Equal(t, ear.Profile, m["eat_profile"])
