@@ -66,8 +66,18 @@ func missingPrerequisites() []string {
 	if m := harness.MissingFiles(filepath.Join(guestDir, "manifest.json")); len(m) > 0 {
 		missing = append(missing, fmt.Sprintf("guest %v not built (run `make guest`)", m))
 	}
-	if _, err := exec.LookPath(qemuBinary); err != nil {
-		missing = append(missing, fmt.Sprintf("%s not on PATH (install Debian's qemu-system-x86)", qemuBinary))
+	switch harness.VMM() {
+	case "cloud-hypervisor":
+		if _, err := exec.LookPath("cloud-hypervisor"); err != nil {
+			missing = append(missing, "cloud-hypervisor is not on PATH ($COFFER_VMM=cloud-hypervisor): install a Cloud Hypervisor release binary")
+		}
+		if _, err := os.Stat("/dev/kvm"); err != nil {
+			missing = append(missing, "/dev/kvm is missing: Cloud Hypervisor needs KVM")
+		}
+	default:
+		if _, err := exec.LookPath(qemuBinary); err != nil {
+			missing = append(missing, fmt.Sprintf("%s not on PATH (install Debian's qemu-system-x86)", qemuBinary))
+		}
 	}
 	return missing
 }

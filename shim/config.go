@@ -15,6 +15,7 @@ import (
 
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/vmm"
+	"github.com/cofferhq/coffer/vmm/cloudhypervisor"
 )
 
 // MinMemoryMiB is the smallest hypervisor.memory_mib the shim accepts
@@ -70,10 +71,15 @@ type ImageConfig struct {
 
 // HypervisorConfig selects and sizes the VM.
 type HypervisorConfig struct {
-	// VMM is the virtual machine monitor: "qemu" (default).
+	// VMM is the virtual machine monitor: "qemu" (default) or
+	// "cloud-hypervisor" (docs/cloud-hypervisor.md).
 	VMM string `toml:"vmm"`
-	// Binary is the VMM executable (default "qemu-system-x86_64" from PATH).
+	// Binary is the VMM executable (default "qemu-system-x86_64", or
+	// "cloud-hypervisor", from PATH).
 	Binary string `toml:"binary"`
+	// IGVMPath is the IGVM image for tee "snp" with vmm
+	// "cloud-hypervisor"; only for that combination.
+	IGVMPath string `toml:"igvm_path"`
 	// Accel is "kvm", "tcg" or "auto" (default; see vmm.ResolveAccel).
 	Accel string `toml:"accel"`
 	// VCPUs is the number of virtual CPUs (default 1).
@@ -197,14 +203,16 @@ func LoadConfig(path string) (*Config, error) {
 // touching the guest files (the VMM config validates those at Create).
 func (c *Config) setDefaults() error {
 	h := &c.Hypervisor
-	if h.VMM == "" {
-		h.VMM = "qemu"
+	kind, err := vmm.ParseKind(h.VMM)
+	if err != nil {
+		return fmt.Errorf("hypervisor.vmm %q: want \"qemu\" or \"cloud-hypervisor\"", h.VMM)
 	}
-	if h.VMM != "qemu" {
-		return fmt.Errorf("hypervisor.vmm %q is not supported: use \"qemu\"", h.VMM)
-	}
+	h.VMM = string(kind)
 	if h.Binary == "" {
 		h.Binary = "qemu-system-x86_64"
+		if kind == vmm.KindCloudHypervisor {
+			h.Binary = cloudhypervisor.DefaultBinary
+		}
 	}
 	if h.Accel == "" {
 		h.Accel = string(vmm.AccelAuto)
@@ -265,9 +273,9 @@ func (c *Config) setDefaults() error {
 		a.Transport = string(transport.KindAuto)
 	}
 	switch transport.Kind(a.Transport) {
-	case transport.KindAuto, transport.KindVsock, transport.KindVirtioSerial:
+	case transport.KindAuto, transport.KindVsock, transport.KindVirtioSerial, transport.KindHybridVsock:
 	default:
-		return fmt.Errorf("agent.transport %q: want \"auto\", \"vsock\" or \"virtio-serial\"", a.Transport)
+		return fmt.Errorf("agent.transport %q: want \"auto\", \"vsock\", \"virtio-serial\" or (Cloud Hypervisor) \"hybrid-vsock\"", a.Transport)
 	}
 	if a.VsockPort == 0 {
 		a.VsockPort = transport.DefaultVsockPort
@@ -307,6 +315,52 @@ func (c *Config) setDefaults() error {
 	}
 	if len(n.Forwards) > 100 {
 		return fmt.Errorf("network.forwards has %d entries, at most 100 are supported", len(n.Forwards))
+	}
+	return c.checkVMMCombination(kind)
+}
+
+// checkVMMCombination refuses, at config load, settings the chosen VMM
+// cannot do (docs/cloud-hypervisor.md).
+func (c *Config) checkVMMCombination(kind vmm.Kind) error {
+	h, a, n := &c.Hypervisor, &c.Agent, &c.Network
+	if kind == vmm.KindQEMU {
+		if a.Transport == string(transport.KindHybridVsock) {
+			return fmt.Errorf("agent.transport \"hybrid-vsock\" is Cloud Hypervisor's: use \"auto\", \"vsock\" or \"virtio-serial\" with vmm \"qemu\"")
+		}
+		if h.IGVMPath != "" {
+			return fmt.Errorf("hypervisor.igvm_path is only used with vmm \"cloud-hypervisor\" and tee \"snp\": drop it")
+		}
+		return nil
+	}
+	switch a.Transport {
+	case string(transport.KindAuto), string(transport.KindHybridVsock):
+		a.Transport = string(transport.KindHybridVsock)
+	default:
+		return fmt.Errorf("agent.transport %q: Cloud Hypervisor has no virtio-serial or vhost-vsock agent port; use \"auto\" or \"hybrid-vsock\"", a.Transport)
+	}
+	if h.Accel == string(vmm.AccelTCG) {
+		return fmt.Errorf("hypervisor.accel \"tcg\": Cloud Hypervisor needs KVM; use \"kvm\" or \"auto\", or vmm \"qemu\"")
+	}
+	if n.Mode == "user" && len(n.Forwards) > 0 {
+		return fmt.Errorf("network.forwards (%d entries): Cloud Hypervisor has no user-mode network to forward host ports through; reach registries and the KBS over the pod network, or use vmm \"qemu\"", len(n.Forwards))
+	}
+	switch vmm.TEEKind(h.TEE) {
+	case vmm.TEESim:
+		return fmt.Errorf("hypervisor.tee \"sim\" is delivered through QEMU's fw_cfg, which Cloud Hypervisor lacks: use vmm \"qemu\"")
+	case vmm.TEESNP:
+		if h.IGVMPath == "" || h.FirmwarePath != "" {
+			return fmt.Errorf("hypervisor.tee \"snp\" with Cloud Hypervisor needs hypervisor.igvm_path (an IGVM image) and no firmware_path")
+		}
+	case vmm.TEETDX:
+		if h.FirmwarePath == "" {
+			return fmt.Errorf("hypervisor.tee \"tdx\" with Cloud Hypervisor needs hypervisor.firmware_path (TDVF or TD-Shim)")
+		}
+		if c.Attestation.InitData != "" {
+			return fmt.Errorf("attestation.init_data with tee \"tdx\": Cloud Hypervisor cannot set MRCONFIGID, so init-data cannot be bound at launch; use vmm \"qemu\"")
+		}
+	}
+	if h.IGVMPath != "" && vmm.TEEKind(h.TEE) != vmm.TEESNP {
+		return fmt.Errorf("hypervisor.igvm_path is set but hypervisor.tee is %q: it is only for \"snp\"", h.TEE)
 	}
 	return nil
 }

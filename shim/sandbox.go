@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,6 +26,7 @@ import (
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/vmm"
 	"github.com/cofferhq/coffer/vmm/bootlog"
+	"github.com/cofferhq/coffer/vmm/cloudhypervisor"
 	"github.com/cofferhq/coffer/vmm/qemu"
 	"github.com/cofferhq/coffer/vmm/tapnet"
 )
@@ -129,7 +131,7 @@ func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind, idata *podI
 		TEE:       teeConfig(cfg, idata),
 		Network:   vmm.Network{Mode: vmm.NetworkMode(cfg.Network.Mode), Restrict: !cfg.Network.Unrestricted},
 	}
-	if cfg.Network.Mode == "user" {
+	if cfg.Network.Mode == "user" && h.VMM == string(vmm.KindQEMU) {
 		for i, f := range cfg.Network.Forwards {
 			_, port, _ := net.SplitHostPort(f)
 			p, _ := strconv.Atoi(port)
@@ -141,6 +143,8 @@ func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind, idata *podI
 		}
 	}
 	switch kind {
+	case transport.KindHybridVsock:
+		vc.Agent = vmm.Agent{Kind: vmm.AgentHybridVsock, GuestCID: guestCID(stateDir), SocketPath: filepath.Join(stateDir, "vsock.sock")}
 	case transport.KindVsock:
 		vc.Agent = vmm.Agent{Kind: vmm.AgentVsock, GuestCID: guestCID(stateDir)}
 	default:
@@ -153,6 +157,18 @@ func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind, idata *podI
 func guestCID(stateDir string) uint32 {
 	sum := sha256.Sum256([]byte(stateDir))
 	return 3 + (uint32(sum[0])<<24|uint32(sum[1])<<16|uint32(sum[2])<<8|uint32(sum[3]))%(1<<31-3)
+}
+
+// newVMM returns the configured VMM for vc: QEMU, or Cloud Hypervisor
+// (which takes the SNP IGVM image beside the common config).
+func newVMM(cfg *Config, vc *vmm.Config) (vmm.VMM, error) {
+	if cfg.Hypervisor.VMM != string(vmm.KindCloudHypervisor) {
+		return qemu.New(vc)
+	}
+	if vc.TEE.Kind == vmm.TEETDX && vc.TEE.TDX != nil && len(vc.TEE.TDX.MRConfigID) > 0 {
+		return nil, fmt.Errorf("the pod has init-data, but Cloud Hypervisor cannot set TDX MRCONFIGID to bind it at launch: use vmm \"qemu\" for TDX pods with init-data: %w", errdefs.ErrNotImplemented)
+	}
+	return cloudhypervisor.New(&cloudhypervisor.Config{Config: *vc, IGVM: cfg.Hypervisor.IGVMPath})
 }
 
 // teeConfig binds the pod's init-data digest at launch: SNP HOST_DATA
@@ -237,7 +253,7 @@ func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podIni
 			return nil, err
 		}
 	}
-	vm, err := qemu.New(vc)
+	vm, err := newVMM(cfg, vc)
 	if err != nil {
 		if podNet != nil {
 			podNet.Close()
@@ -286,6 +302,8 @@ func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podIni
 func (sb *sandbox) connect(ctx context.Context, kind transport.Kind, vc *vmm.Config, port uint32) error {
 	var err error
 	switch kind {
+	case transport.KindHybridVsock:
+		sb.dialer, err = transport.ConnectHybridVsock(ctx, vc.Agent.SocketPath, port)
 	case transport.KindVsock:
 		sb.dialer, err = transport.ConnectVsock(ctx, vc.Agent.GuestCID, port)
 	default:
@@ -337,7 +355,7 @@ func (sb *sandbox) bootError(err error, timeout time.Duration) error {
 	}
 	progress := bootlog.DescribeFile(sb.vm.ConsoleLogPath())
 	if exited {
-		why := "QEMU exited with status 0: the guest powered off or rebooted"
+		why := "the VMM exited with status 0: the guest powered off or rebooted"
 		if err := sb.vm.ExitError(); err != nil {
 			why = err.Error()
 		}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -70,42 +69,25 @@ func ConnectHybridVsock(ctx context.Context, socketPath string, port uint32) (Di
 }
 
 func connectHybridVsock(ctx context.Context, path string, port uint32, dial hybridDialFunc, interval time.Duration) (Dialer, error) {
-	var lastErr error
-	start := time.Now()
-	for attempt := 1; ; attempt++ {
-		c, err := dial(ctx, path, port)
-		if err == nil {
-			return &hybridVsockDialer{path: path, port: port, dial: dial, first: c}, nil
-		}
-		if ctx.Err() == nil && !isHybridNotReady(err) {
-			return nil, err
-		}
-		if ctx.Err() == nil {
-			lastErr = err
-			select {
-			case <-time.After(interval):
-				continue
-			case <-ctx.Done():
-			}
-			err = nil // ctx ended between two attempts
-		}
-		since := time.Since(start).Round(time.Millisecond)
-		switch {
-		case lastErr == nil:
-			return nil, err // the first attempt was cut short: err names its phase
-		case err == nil:
-			return nil, fmt.Errorf("connect to vsock port %d through %s: gave up after %d attempts in %s: %w: %w", port, path, attempt, since, lastErr, ctx.Err())
-		default:
-			return nil, fmt.Errorf("%w (after %d attempts in %s; the one before: %w)", err, attempt, since, lastErr)
-		}
+	once := func(ctx context.Context) (net.Conn, error) { return dial(ctx, path, port) }
+	c, g, err := retryDial(ctx, interval, once, isHybridNotReady)
+	switch {
+	case err != nil:
+		return nil, err
+	case g == nil:
+		return &keptDialer{what: fmt.Sprintf("hybrid vsock %s port %d", path, port), dial: once, first: c}, nil
+	case g.last == nil:
+		return nil, g.cut // the first attempt was cut short: its error names its phase
+	case g.cut == nil:
+		return nil, fmt.Errorf("connect to vsock port %d through %s: gave up after %d attempts in %s: %w: %w", port, path, g.attempts, g.took, g.last, ctx.Err())
 	}
+	return nil, fmt.Errorf("%w (after %d attempts in %s; the one before: %w)", g.cut, g.attempts, g.took, g.last)
 }
 
 // isHybridNotReady reports whether a failed connection means the VM or its
 // agent is not up yet.
 func isHybridNotReady(err error) bool {
-	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.EAGAIN) || errors.Is(err, ErrHybridConnectRefused)
+	return isSocketNotReady(err) || errors.Is(err, ErrHybridConnectRefused)
 }
 
 // dialHybridVsock makes one connection and runs the CONNECT handshake.
@@ -193,42 +175,4 @@ func hybridHandshake(ctx context.Context, c net.Conn, path string, port uint32) 
 // hybridPhaseError words a handshake that ctx cut short.
 func hybridPhaseError(path string, port uint32, phase, what string, err error) error {
 	return fmt.Errorf("connect to vsock port %d through %s: timed out in phase %q: %s: %w", port, path, phase, what, err)
-}
-
-// hybridVsockDialer makes a new hybrid vsock connection per Dial.
-type hybridVsockDialer struct {
-	path string
-	port uint32
-	dial hybridDialFunc
-
-	mu     sync.Mutex
-	first  net.Conn // ConnectHybridVsock's connection, until a Dial takes it
-	closed bool
-}
-
-func (d *hybridVsockDialer) Dial(ctx context.Context) (net.Conn, error) {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil, fmt.Errorf("dial hybrid vsock %s port %d: dialer is closed: %w", d.path, d.port, net.ErrClosed)
-	}
-	if c := d.first; c != nil {
-		d.first = nil
-		d.mu.Unlock()
-		return c, nil
-	}
-	d.mu.Unlock()
-	return d.dial(ctx, d.path, d.port)
-}
-
-func (d *hybridVsockDialer) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.closed = true
-	if d.first != nil {
-		err := d.first.Close()
-		d.first = nil
-		return err
-	}
-	return nil
 }

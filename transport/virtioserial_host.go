@@ -60,39 +60,25 @@ func ConnectVirtioSerial(ctx context.Context, socketPath string) (Dialer, error)
 // dialUnix connects to QEMU's chardev socket, retrying while it does not
 // exist yet or refuses connections.
 func dialUnix(ctx context.Context, path string) (net.Conn, error) {
-	var (
-		d       net.Dialer
-		lastErr error
-		start   = time.Now()
-	)
-	for attempt := 1; ; attempt++ {
-		c, err := d.DialContext(ctx, "unix", path)
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() == nil && !isQEMUNotReady(err) {
-			return nil, fmt.Errorf("connect %s: %w", path, err)
-		}
-		if ctx.Err() == nil {
-			lastErr = err
-			select {
-			case <-time.After(connectRetryInterval):
-				continue
-			case <-ctx.Done():
-			}
-		}
-		if lastErr == nil {
-			return nil, fmt.Errorf("connect %s: %w", path, ctx.Err())
-		}
-		return nil, fmt.Errorf("connect %s: %s (%s; gave up after %d attempts in %s): %w",
-			path, errnoText(lastErr), qemuNotReadyHint(lastErr, path), attempt,
-			time.Since(start).Round(time.Millisecond), ctx.Err())
+	var d net.Dialer
+	once := func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "unix", path) }
+	c, g, err := retryDial(ctx, connectRetryInterval, once, isSocketNotReady)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("connect %s: %w", path, err)
+	case g == nil:
+		return c, nil
+	case g.last == nil:
+		return nil, fmt.Errorf("connect %s: %w", path, ctx.Err())
 	}
+	return nil, fmt.Errorf("connect %s: %s (%s; gave up after %d attempts in %s): %w",
+		path, errnoText(g.last), qemuNotReadyHint(g.last, path), g.attempts, g.took, ctx.Err())
 }
 
-// isQEMUNotReady reports whether a connect error means QEMU has not
-// created or is not yet listening on its chardev socket.
-func isQEMUNotReady(err error) bool {
+// isSocketNotReady reports whether a unix socket connect error means the
+// VMM (QEMU's chardev, Cloud Hypervisor's vsock muxer) has not created or
+// is not yet listening on its socket.
+func isSocketNotReady(err error) bool {
 	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.EAGAIN)
 }

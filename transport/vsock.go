@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"syscall"
 	"time"
 
@@ -46,30 +45,32 @@ func ConnectVsock(ctx context.Context, cid, port uint32) (Dialer, error) {
 }
 
 func connectVsock(ctx context.Context, cid, port uint32, dial vsockDialFunc, interval time.Duration) (Dialer, error) {
-	var lastErr error
-	start := time.Now()
-	for attempt := 1; ; attempt++ {
+	once := func(ctx context.Context) (net.Conn, error) { return dial(ctx, cid, port) }
+	c, g, err := retryDial(ctx, interval, once, isVsockNotReady)
+	switch {
+	case err != nil:
+		return nil, vsockError("dial", cid, port, err)
+	case g == nil:
+		return &keptDialer{what: fmt.Sprintf("vsock cid %d port %d", cid, port), dial: redialVsock(cid, port, dial), first: c}, nil
+	case g.last == nil:
+		return nil, fmt.Errorf("dial vsock cid %d port %d: %w", cid, port, ctx.Err())
+	}
+	return nil, fmt.Errorf("dial vsock cid %d port %d: %w (%s; gave up after %d attempts in %s): %w",
+		cid, port, errnoOf(g.last), vsockHint(g.last, cid), g.attempts, g.took, ctx.Err())
+}
+
+// redialVsock returns the Dial of a vsock Dialer: one new connection,
+// with the error worded like ConnectVsock's.
+func redialVsock(cid, port uint32, dial vsockDialFunc) dialOnce {
+	return func(ctx context.Context) (net.Conn, error) {
 		c, err := dial(ctx, cid, port)
-		if err == nil {
-			return &vsockDialer{cid: cid, port: port, dial: dial, first: c}, nil
-		}
-		if ctx.Err() == nil && !isVsockNotReady(err) {
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("dial vsock cid %d port %d: %w", cid, port, ctx.Err())
+			}
 			return nil, vsockError("dial", cid, port, err)
 		}
-		if ctx.Err() == nil {
-			lastErr = err
-			select {
-			case <-time.After(interval):
-				continue
-			case <-ctx.Done():
-			}
-		}
-		if lastErr == nil {
-			return nil, fmt.Errorf("dial vsock cid %d port %d: %w", cid, port, ctx.Err())
-		}
-		return nil, fmt.Errorf("dial vsock cid %d port %d: %w (%s; gave up after %d attempts in %s): %w",
-			cid, port, errnoOf(lastErr), vsockHint(lastErr, cid), attempt,
-			time.Since(start).Round(time.Millisecond), ctx.Err())
+		return c, nil
 	}
 }
 
@@ -113,50 +114,6 @@ func errnoOf(err error) error {
 // connection refused (agent not listening yet)".
 func vsockError(op string, cid, port uint32, err error) error {
 	return fmt.Errorf("%s vsock cid %d port %d: %w (%s)", op, cid, port, errnoOf(err), vsockHint(err, cid))
-}
-
-// vsockDialer dials a new vsock connection per Dial.
-type vsockDialer struct {
-	cid, port uint32
-	dial      vsockDialFunc
-
-	mu     sync.Mutex
-	first  net.Conn // ConnectVsock's connection, until a Dial takes it
-	closed bool
-}
-
-func (d *vsockDialer) Dial(ctx context.Context) (net.Conn, error) {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil, fmt.Errorf("dial vsock cid %d port %d: dialer is closed: %w", d.cid, d.port, net.ErrClosed)
-	}
-	if c := d.first; c != nil {
-		d.first = nil
-		d.mu.Unlock()
-		return c, nil
-	}
-	d.mu.Unlock()
-	c, err := d.dial(ctx, d.cid, d.port)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("dial vsock cid %d port %d: %w", d.cid, d.port, ctx.Err())
-		}
-		return nil, vsockError("dial", d.cid, d.port, err)
-	}
-	return c, nil
-}
-
-func (d *vsockDialer) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.closed = true
-	if d.first != nil {
-		err := d.first.Close()
-		d.first = nil
-		return err
-	}
-	return nil
 }
 
 // ListenVsock is the guest side of the vsock transport: it listens on the

@@ -230,7 +230,7 @@ type Network struct {
 	// NetworkUser.
 	Forwards []Forward
 	// Tap is the host tap device backing the NIC; required for NetworkTap
-	// with vmm/qemu, only for NetworkTap.
+	// (with either backend), only for NetworkTap.
 	Tap *Tap
 }
 

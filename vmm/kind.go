@@ -38,8 +38,10 @@ func ParseKind(s string) (Kind, error) {
 // does not implement it.
 const AgentHybridVsock AgentKind = "hybrid-vsock"
 
-// NetworkTap gives the guest a virtio-net NIC backed by a host tap device
-// (the only kind of network Cloud Hypervisor has: it has no user-mode
-// network). The tap's name and addresses are backend settings
-// (cloudhypervisor.Config.Tap). vmm/qemu does not implement it.
+// NetworkTap gives the guest a virtio-net NIC backed by a host tap device,
+// described by Network.Tap (vmm/tapnet creates one in a pod's network
+// namespace). Both backends implement it: vmm/qemu takes the tap as an open
+// file (Tap.File, inherited as fd 3) or by name, vmm/cloudhypervisor by name
+// only (it is the only kind of network Cloud Hypervisor has: it has no
+// user-mode network).
 const NetworkTap NetworkMode = "tap"

@@ -6,8 +6,9 @@ import "os"
 // (IFNAMSIZ - 1).
 const MaxInterfaceNameLen = 15
 
-// Tap is the host tap device behind a NetworkTap NIC, for VMMs that take it
-// from Network.Tap (vmm/qemu). Package vmm/tapnet creates one inside a pod
+// Tap is the host tap device behind a NetworkTap NIC, which both backends
+// take from Network.Tap (vmm/qemu by File or Name, vmm/cloudhypervisor by
+// Name only). Package vmm/tapnet creates one inside a pod
 // network namespace and returns it in this form (tapnet.Endpoint.VMMTap).
 type Tap struct {
 	// Name is the tap's interface name, 1 to MaxInterfaceNameLen bytes. QEMU
@@ -21,7 +22,8 @@ type Tap struct {
 	// its copy once the VM has started. Nil means open by Name.
 	File *os.File
 	// MAC is the guest NIC's MAC address, six colon-separated hex bytes
-	// ("0a:58:0a:58:00:05"); empty means QEMU's default, 52:54:00:12:34:56.
+	// ("0a:58:0a:58:00:05"); empty means the VMM's default (QEMU's is
+	// 52:54:00:12:34:56, Cloud Hypervisor picks a random one).
 	MAC string
 	// MTU is the MTU, bytes, the NIC advertises to the guest (virtio-net
 	// host_mtu, 68 to 65535); 0 advertises none and the guest uses 1500.

@@ -18,6 +18,9 @@ import (
 // FW_CFG_MAX_FILE_PATH is 56 including the NUL.
 const maxFWCfgNameLen = 55
 
+// snpHostDataSize is the SEV-SNP HOST_DATA size, bytes.
+const snpHostDataSize = 32
+
 // vhostVsockDevice is the host device QEMU's vhost-vsock-pci needs.
 const vhostVsockDevice = "/dev/vhost-vsock"
 
@@ -69,34 +72,56 @@ func (v *validator) add(class error, format string, args ...any) {
 }
 
 func (v *validator) checkBasics(c *Config) {
-	if strings.TrimSpace(c.Name) == "" {
+	v.checkName(c.Name)
+	v.checkStateDir(c.StateDir, "QMP socket", c.QMPSocketPath())
+	v.checkBinary("qemu", c.BinaryPath(), "install qemu-system-x86 (apt-get install qemu-system-x86) or set the QEMU binary path")
+	v.checkVCPUs(c.VCPUs, MaxVCPUs)
+	v.checkMemory(c.MemoryMiB)
+}
+
+func (v *validator) checkName(name string) {
+	if strings.TrimSpace(name) == "" {
 		v.add(errdefs.ErrInvalidArgument, "Name is empty: set it to the pod's sandbox id")
-	} else if strings.ContainsFunc(c.Name, isControl) {
-		v.add(errdefs.ErrInvalidArgument, "Name %q contains control characters: use printable characters only", c.Name)
+	} else if strings.ContainsFunc(name, isControl) {
+		v.add(errdefs.ErrInvalidArgument, "Name %q contains control characters: use printable characters only", name)
 	}
+}
+
+// checkStateDir checks the state directory and, when it is absolute, that
+// the control socket in it fits a unix socket path.
+func (v *validator) checkStateDir(dir, socketWhat, socketPath string) {
 	switch {
-	case c.StateDir == "":
+	case dir == "":
 		v.add(errdefs.ErrInvalidArgument, "StateDir is empty: set it to a short per-VM directory such as /run/cc/<short-hash>")
-	case !filepath.IsAbs(c.StateDir):
-		v.add(errdefs.ErrInvalidArgument, "StateDir %s is relative: use an absolute path such as /run/cc/<short-hash>", c.StateDir)
+	case !filepath.IsAbs(dir):
+		v.add(errdefs.ErrInvalidArgument, "StateDir %s is relative: use an absolute path such as /run/cc/<short-hash>", dir)
 	default:
-		if fi, err := os.Stat(c.StateDir); errors.Is(err, os.ErrNotExist) {
-			v.add(errdefs.ErrNotFound, "StateDir %s: no such directory: create it before starting the VM", c.StateDir)
+		if fi, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			v.add(errdefs.ErrNotFound, "StateDir %s: no such directory: create it before starting the VM", dir)
 		} else if err != nil {
 			v.add(errdefs.ErrInvalidArgument, "StateDir: %v: fix its permissions or choose another directory", err)
 		} else if !fi.IsDir() {
-			v.add(errdefs.ErrInvalidArgument, "StateDir %s is not a directory: point it at a per-VM directory", c.StateDir)
+			v.add(errdefs.ErrInvalidArgument, "StateDir %s is not a directory: point it at a per-VM directory", dir)
 		}
-		v.checkSocketPath("QMP socket", c.QMPSocketPath(), "use a shorter StateDir such as /run/cc/<short-hash>")
+		v.checkSocketPath(socketWhat, socketPath, "use a shorter StateDir such as /run/cc/<short-hash>")
 	}
-	if _, err := exec.LookPath(c.BinaryPath()); err != nil {
-		v.add(errdefs.ErrNotFound, "qemu binary %s: %v: install qemu-system-x86 (apt-get install qemu-system-x86) or set the QEMU binary path", c.BinaryPath(), err)
+}
+
+func (v *validator) checkBinary(what, path, fix string) {
+	if _, err := exec.LookPath(path); err != nil {
+		v.add(errdefs.ErrNotFound, "%s binary %s: %v: %s", what, path, err, fix)
 	}
-	if c.VCPUs < 1 || c.VCPUs > MaxVCPUs {
-		v.add(errdefs.ErrInvalidArgument, "VCPUs is %d, want 1 to %d: set the VM's vCPU count", c.VCPUs, MaxVCPUs)
+}
+
+func (v *validator) checkVCPUs(n, max int) {
+	if n < 1 || n > max {
+		v.add(errdefs.ErrInvalidArgument, "VCPUs is %d, want 1 to %d: set the VM's vCPU count", n, max)
 	}
-	if c.MemoryMiB < MinMemoryMiB {
-		v.add(errdefs.ErrInvalidArgument, "MemoryMiB is %d, want at least %d (the guest kernel alone needs more than 64 MiB): use 128 or more", c.MemoryMiB, MinMemoryMiB)
+}
+
+func (v *validator) checkMemory(mib int) {
+	if mib < MinMemoryMiB {
+		v.add(errdefs.ErrInvalidArgument, "MemoryMiB is %d, want at least %d (the guest kernel alone needs more than 64 MiB): use 128 or more", mib, MinMemoryMiB)
 	}
 }
 
@@ -193,12 +218,17 @@ func (v *validator) checkTap(n *Network) {
 	if t.File == nil && t.Name == "" {
 		v.add(errdefs.ErrInvalidArgument, "Network.Tap has neither File nor Name: give the open tap file (vmm/tapnet Setup) or the tap's name")
 	}
+	v.checkTapFields(t)
+}
+
+// checkTapFields checks a tap's Name (when set), MAC and MTU.
+func (v *validator) checkTapFields(t *Tap) {
 	if len(t.Name) > MaxInterfaceNameLen || strings.ContainsAny(t.Name, "/ ,\t\n") {
 		v.add(errdefs.ErrInvalidArgument, "Network.Tap.Name %q is not an interface name: use at most %d bytes without '/', ',' or spaces, such as \"tap0_cc\"", t.Name, MaxInterfaceNameLen)
 	}
 	if t.MAC != "" {
 		if mac, err := net.ParseMAC(t.MAC); err != nil || len(mac) != 6 {
-			v.add(errdefs.ErrInvalidArgument, "Network.Tap.MAC %q is not a 6-byte MAC address: use one such as \"0a:58:0a:58:00:05\", or none for QEMU's default", t.MAC)
+			v.add(errdefs.ErrInvalidArgument, "Network.Tap.MAC %q is not a 6-byte MAC address: use one such as \"0a:58:0a:58:00:05\", or none for the VMM's default", t.MAC)
 		} else if mac[0]&1 != 0 {
 			v.add(errdefs.ErrInvalidArgument, "Network.Tap.MAC %s is a multicast address (lowest bit of the first byte set): use a unicast one such as \"0a:58:0a:58:00:05\"", t.MAC)
 		}
@@ -246,9 +276,7 @@ func (v *validator) checkAgent(a *Agent) {
 			v.add(errdefs.ErrInvalidArgument, "Agent.Kind is empty but GuestCID or SocketPath is set: set kind %q or %q", AgentVsock, AgentVirtioSerial)
 		}
 	case AgentVsock:
-		if a.GuestCID < 3 || a.GuestCID == 0xffffffff {
-			v.add(errdefs.ErrInvalidArgument, "Agent.GuestCID is %d, want 3 to 4294967294 (0-2 are reserved, -1 is VMADDR_CID_ANY)", a.GuestCID)
-		}
+		v.checkGuestCID(a.GuestCID)
 		if a.SocketPath != "" {
 			v.add(errdefs.ErrInvalidArgument, "Agent.SocketPath %s is set but agent kind is vsock: clear it, or use kind %q", a.SocketPath, AgentVirtioSerial)
 		}
@@ -259,19 +287,31 @@ func (v *validator) checkAgent(a *Agent) {
 		if a.GuestCID != 0 {
 			v.add(errdefs.ErrInvalidArgument, "Agent.GuestCID %d is set but agent kind is virtio-serial: clear it, or use kind %q", a.GuestCID, AgentVsock)
 		}
-		switch {
-		case a.SocketPath == "":
-			v.add(errdefs.ErrInvalidArgument, "Agent.SocketPath is empty: set it to a unix socket path in the state dir, such as /run/cc/<short-hash>/agent.sock")
-		case !filepath.IsAbs(a.SocketPath):
-			v.add(errdefs.ErrInvalidArgument, "Agent.SocketPath %s is relative: use an absolute path", a.SocketPath)
-		default:
-			v.checkSocketPath("Agent.SocketPath", a.SocketPath, "use a shorter path such as /run/cc/<short-hash>/agent.sock")
-			if fi, err := os.Stat(filepath.Dir(a.SocketPath)); err != nil || !fi.IsDir() {
-				v.add(errdefs.ErrNotFound, "Agent.SocketPath %s: directory %s does not exist: create it first", a.SocketPath, filepath.Dir(a.SocketPath))
-			}
-		}
+		v.checkAgentSocketPath(a.SocketPath, "/run/cc/<short-hash>/agent.sock")
 	default:
 		v.add(errdefs.ErrInvalidArgument, "Agent.Kind %q is unknown, want %q or %q", a.Kind, AgentVsock, AgentVirtioSerial)
+	}
+}
+
+func (v *validator) checkGuestCID(cid uint32) {
+	if cid < 3 || cid == 0xffffffff {
+		v.add(errdefs.ErrInvalidArgument, "Agent.GuestCID is %d, want 3 to 4294967294 (0-2 are reserved, -1 is VMADDR_CID_ANY)", cid)
+	}
+}
+
+// checkAgentSocketPath checks a host-side agent socket path: absolute, short
+// enough, in an existing directory. example is a good path, for the fixes.
+func (v *validator) checkAgentSocketPath(path, example string) {
+	switch {
+	case path == "":
+		v.add(errdefs.ErrInvalidArgument, "Agent.SocketPath is empty: set it to a unix socket path in the state dir, such as %s", example)
+	case !filepath.IsAbs(path):
+		v.add(errdefs.ErrInvalidArgument, "Agent.SocketPath %s is relative: use an absolute path", path)
+	default:
+		v.checkSocketPath("Agent.SocketPath", path, "use a shorter path such as "+example)
+		if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
+			v.add(errdefs.ErrNotFound, "Agent.SocketPath %s: directory %s does not exist: create it first", path, filepath.Dir(path))
+		}
 	}
 }
 
@@ -285,12 +325,7 @@ func (v *validator) checkTEE(c *Config, accel Accel) {
 		v.add(errdefs.ErrInvalidArgument, "TEE.Kind %q is unknown, want %q, %q, %q or %q", kind, TEENone, TEESim, TEESNP, TEETDX)
 		return
 	}
-	if t.SNP != nil && kind != TEESNP {
-		v.add(errdefs.ErrInvalidArgument, "TEE.SNP is set but TEE.Kind is %q: set kind %q or drop the SNP settings", kind, TEESNP)
-	}
-	if t.TDX != nil && kind != TEETDX {
-		v.add(errdefs.ErrInvalidArgument, "TEE.TDX is set but TEE.Kind is %q: set kind %q or drop the TDX settings", kind, TEETDX)
-	}
+	v.checkTEESections(t)
 	if t.Sim != nil && kind != TEESim {
 		v.add(errdefs.ErrInvalidArgument, "TEE.Sim is set but TEE.Kind is %q: set kind %q or drop the sim settings", kind, TEESim)
 	}
@@ -322,14 +357,28 @@ func (v *validator) checkTEE(c *Config, accel Accel) {
 		if s.ReducedPhysBits < 0 || s.ReducedPhysBits > 63 {
 			v.add(errdefs.ErrInvalidArgument, "TEE.SNP.ReducedPhysBits is %d, want 1 to 63 (0 means %d)", s.ReducedPhysBits, DefaultReducedPhysBits)
 		}
-		if s.HostData != nil && len(s.HostData) != 32 {
-			v.add(errdefs.ErrInvalidArgument, "TEE.SNP.HostData is %d bytes, want exactly 32 (a SHA-256 digest) or none", len(s.HostData))
-		}
+		v.checkSNPHostData(s.HostData)
 	}
 	if kind == TEETDX && t.TDX != nil {
 		if id := t.TDX.MRConfigID; id != nil && len(id) != 48 {
 			v.add(errdefs.ErrInvalidArgument, "TEE.TDX.MRConfigID is %d bytes, want exactly 48 (a SHA-384 digest) or none", len(id))
 		}
+	}
+}
+
+// checkTEESections checks that only the kind's own settings are set.
+func (v *validator) checkTEESections(t *TEE) {
+	if t.SNP != nil && t.Kind != TEESNP {
+		v.add(errdefs.ErrInvalidArgument, "TEE.SNP is set but TEE.Kind is %q: set kind %q or drop the SNP settings", t.Kind, TEESNP)
+	}
+	if t.TDX != nil && t.Kind != TEETDX {
+		v.add(errdefs.ErrInvalidArgument, "TEE.TDX is set but TEE.Kind is %q: set kind %q or drop the TDX settings", t.Kind, TEETDX)
+	}
+}
+
+func (v *validator) checkSNPHostData(b []byte) {
+	if b != nil && len(b) != snpHostDataSize {
+		v.add(errdefs.ErrInvalidArgument, "TEE.SNP.HostData is %d bytes, want exactly %d (a SHA-256 digest, such as the init-data digest) or none", len(b), snpHostDataSize)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package vmm defines how Coffer describes and drives the virtual machine that
 // holds one pod: the typed Config the shim fills in, its validation, the
-// accelerator choice, and the small VMM interface a backend (package
-// vmm/qemu) implements.
+// accelerator choice, the checks backends reuse (Check*), and the small VMM
+// interface a backend (package vmm/qemu or vmm/cloudhypervisor) implements;
+// package vmm/vmproc runs the backend's process.
 //
 // One VM runs per pod. Every VM owns a state directory (Config.StateDir, for
 // example /run/cc/<short-hash>/) that holds its QMP socket, serial console

@@ -25,9 +25,38 @@ func ShimConfig(t testing.TB, body string) string {
 	if err := toml.Unmarshal([]byte(body), &parsed); err != nil {
 		t.Fatalf("parse shim config body as TOML: %v\nbody:\n%s", err, body)
 	}
+	if v := VMM(); v != "qemu" {
+		// Run the same test on another VMM: set hypervisor.vmm, keeping
+		// everything else the body says.
+		h, _ := parsed["hypervisor"].(map[string]any)
+		if h == nil {
+			h = map[string]any{}
+		}
+		h["vmm"] = v
+		parsed["hypervisor"] = h
+		b, err := toml.Marshal(parsed)
+		if err != nil {
+			t.Fatalf("set hypervisor.vmm = %q in the shim config: %v", v, err)
+		}
+		body = string(b)
+	}
 	path := filepath.Join(t.TempDir(), "shim-config.toml")
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatalf("write shim config: %v", err)
 	}
 	return path
+}
+
+// EnvVMM names the environment variable choosing the VMM the end-to-end
+// tests run on: "qemu" (default) or "cloud-hypervisor" (`make
+// test-integration VMM=cloud-hypervisor`).
+const EnvVMM = "COFFER_VMM"
+
+// VMM is the VMM the end-to-end tests run on ($COFFER_VMM, default
+// "qemu").
+func VMM() string {
+	if v := os.Getenv(EnvVMM); v != "" {
+		return v
+	}
+	return "qemu"
 }

@@ -3,40 +3,26 @@
 // over its --api-socket unix socket, and CloudHypervisor implements vmm.VMM
 // so that the shim can pick it instead of vmm/qemu.
 //
-// Process model (the rules vmm/qemu follows): cloud-hypervisor runs in its
-// own process group (pgid = its pid) with Pdeathsig SIGKILL, started from a
-// goroutine locked to its OS thread for the VM's lifetime, so it dies with
-// the shim. Its environment carries the same COFFER_VMM_STATE_DIR=<StateDir>
-// tag vmm/qemu sets, so that qemu.Cleanup(StateDir), which the shim already
-// calls for a stale state directory, also kills a cloud-hypervisor that a
-// crashed shim left behind and removes its sockets. Cloud Hypervisor starts
-// no helper processes of its own.
+// Process model: package vmproc runs cloud-hypervisor the way it runs QEMU
+// (own process group, Pdeathsig SIGKILL from a pinned OS thread, the
+// COFFER_VMM_STATE_DIR=<StateDir> environment tag), so that vmproc.Cleanup
+// (and qemu.Cleanup, which the shim calls for a stale state directory) also
+// kills a cloud-hypervisor that a crashed shim left behind and removes its
+// sockets. Cloud Hypervisor starts no helper processes of its own.
 package cloudhypervisor
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cofferhq/coffer/vmm"
-	"github.com/containerd/errdefs"
+	"github.com/cofferhq/coffer/vmm/vmproc"
 	"github.com/containerd/log"
-	"golang.org/x/sys/unix"
 )
 
 const (
-	// stateDirEnv is the environment entry vmm/qemu tags its VMs with and
-	// qemu.Cleanup looks for (vmm/qemu's unexported stateDirEnv).
-	stateDirEnv = "COFFER_VMM_STATE_DIR"
 	// pingInterval is the pause between vmm.ping attempts in Start.
 	pingInterval = 20 * time.Millisecond
 	// callTimeout bounds one API call made by Start or Stop.
@@ -44,10 +30,6 @@ const (
 	// shutdownGrace is how long Stop waits for the process to exit after
 	// vmm.shutdown before it kills the process group.
 	shutdownGrace = 2 * time.Second
-	// killWait bounds the wait for a SIGKILLed process to be reaped.
-	killWait = 5 * time.Second
-	// stderrTailSize is how many bytes of stderr.log error messages quote.
-	stderrTailSize = 4096
 )
 
 // CloudHypervisor is one cloud-hypervisor process running one VM. It
@@ -58,19 +40,7 @@ type CloudHypervisor struct {
 	vmCfg  *VmConfig
 	args   []string // argv without the binary; tests may replace it
 	client *Client
-
-	// startMu serializes the launch in Start with Stop, and Stops with
-	// each other.
-	startMu sync.Mutex
-
-	mu       sync.Mutex
-	launched bool
-	stopped  bool
-	pid      int
-	reaped   bool
-	waitErr  error
-	exitErr  error
-	exited   chan struct{}
+	proc   *vmproc.Proc
 }
 
 var _ vmm.VMM = (*CloudHypervisor)(nil)
@@ -93,7 +63,7 @@ func newVM(cfg *Config, devices []string) (*CloudHypervisor, error) {
 		vmCfg:  c.VMConfig(),
 		args:   []string{"--api-socket", "path=" + c.APISocketPath()},
 		client: NewClient(c.APISocketPath()),
-		exited: make(chan struct{}),
+		proc:   vmproc.New(vmproc.Spec{Program: "cloud-hypervisor", VM: c.Name, StateDir: c.StateDir, StderrLog: c.StderrLogPath()}),
 	}, nil
 }
 
@@ -112,9 +82,13 @@ func (h *CloudHypervisor) Client() *Client { return h.client }
 // vm.create or vm.boot is refused; ctx's error when it ends first. On any
 // error nothing is left running and the sockets are removed.
 func (h *CloudHypervisor) Start(ctx context.Context) error {
-	h.startMu.Lock()
-	pid, err := h.launch(ctx)
-	h.startMu.Unlock()
+	// Cloud Hypervisor refuses to bind a socket path that exists.
+	pid, err := h.proc.Start(ctx, vmproc.Command{Path: h.cfg.BinaryPath(), Args: h.args}, func() error {
+		if err := h.removeSockets(); err != nil {
+			return fmt.Errorf("remove stale sockets: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -140,111 +114,6 @@ func (h *CloudHypervisor) call(ctx context.Context, f func(context.Context) erro
 	return f(cctx)
 }
 
-func (h *CloudHypervisor) launch(ctx context.Context) (int, error) {
-	h.mu.Lock()
-	switch {
-	case h.launched:
-		h.mu.Unlock()
-		return 0, fmt.Errorf("start vm %s: already started: %w", h.cfg.Name, errdefs.ErrFailedPrecondition)
-	case h.stopped:
-		h.mu.Unlock()
-		return 0, fmt.Errorf("start vm %s: already stopped: create a new VM: %w", h.cfg.Name, errdefs.ErrFailedPrecondition)
-	}
-	h.launched = true
-	h.mu.Unlock()
-
-	if err := ctx.Err(); err != nil {
-		h.markStopped()
-		return 0, fmt.Errorf("start vm %s: %w", h.cfg.Name, err)
-	}
-	// Cloud Hypervisor refuses to bind a socket path that exists.
-	if err := h.removeSockets(); err != nil {
-		h.markStopped()
-		return 0, fmt.Errorf("start vm %s: remove stale sockets: %w", h.cfg.Name, err)
-	}
-	out, err := os.OpenFile(h.cfg.StderrLogPath(), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		h.markStopped()
-		return 0, fmt.Errorf("start vm %s: create cloud-hypervisor stderr log: %w", h.cfg.Name, err)
-	}
-	cmd := exec.Command(h.cfg.BinaryPath(), h.args...)
-	cmd.Env = append(os.Environ(), stateDirEnv+"="+filepath.Clean(h.cfg.StateDir))
-	cmd.Stdout = out // a file: no copying goroutine, nothing lost at exit
-	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-
-	started := make(chan error, 1)
-	go h.run(cmd, out, log.G(ctx).WithField("vm", h.cfg.Name), started)
-	if err := <-started; err != nil {
-		out.Close()
-		h.markStopped()
-		return 0, fmt.Errorf("start vm %s: run %s: %w", h.cfg.Name, h.cfg.BinaryPath(), err)
-	}
-	return h.Pid(), nil
-}
-
-// run starts cmd and supervises it until it is reaped, on a goroutine
-// locked to one OS thread: Pdeathsig fires when the creating thread exits.
-func (h *CloudHypervisor) run(cmd *exec.Cmd, out *os.File, logger *log.Entry, started chan<- error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := cmd.Start(); err != nil {
-		started <- err
-		return
-	}
-	h.mu.Lock()
-	h.pid = cmd.Process.Pid
-	h.mu.Unlock()
-	started <- nil
-
-	err := cmd.Wait()
-	out.Close()
-	h.mu.Lock()
-	h.reaped = true
-	h.waitErr = err
-	h.exitErr = h.classifyExit(err)
-	h.mu.Unlock()
-	if err != nil {
-		logger.WithError(err).Debug("cloud-hypervisor exited")
-	}
-	close(h.exited)
-}
-
-// classifyExit turns cmd.Wait's error into ExitError's value. h.mu is held.
-func (h *CloudHypervisor) classifyExit(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ee *exec.ExitError
-	if h.stopped && errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return nil // killed by Stop
-		}
-	}
-	return fmt.Errorf("cloud-hypervisor pid %d for vm %s exited unexpectedly (%w): %s", h.pid, h.cfg.Name, err, h.stderrTail())
-}
-
-// stderrTail returns the last 4 KiB of stderr.log as one line.
-func (h *CloudHypervisor) stderrTail() string {
-	path := h.cfg.StderrLogPath()
-	f, err := os.Open(path)
-	if err != nil {
-		return "no stderr log (" + err.Error() + ")"
-	}
-	defer f.Close()
-	cut := ""
-	if fi, err := f.Stat(); err == nil && fi.Size() > stderrTailSize {
-		f.Seek(fi.Size()-stderrTailSize, io.SeekStart)
-		cut = "..."
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, stderrTailSize))
-	lines := strings.FieldsFunc(strings.TrimSpace(string(b)), func(r rune) bool { return r == '\n' || r == '\r' })
-	if len(lines) == 0 {
-		return "no output on stderr (" + path + ")"
-	}
-	return cut + strings.Join(lines, "; ")
-}
-
 // waitAPI polls vmm.ping until it answers, the process exits or ctx ends.
 func (h *CloudHypervisor) waitAPI(ctx context.Context) error {
 	var lastErr error
@@ -258,14 +127,11 @@ func (h *CloudHypervisor) waitAPI(ctx context.Context) error {
 		}
 		lastErr = err
 		select {
-		case <-h.exited:
-			h.mu.Lock()
-			waitErr := h.waitErr
-			h.mu.Unlock()
-			return fmt.Errorf("start vm %s: cloud-hypervisor exited during start (%v): %s", h.cfg.Name, waitErr, h.stderrTail())
+		case <-h.proc.Exited():
+			return h.proc.ExitedDuringStart()
 		case <-ctx.Done():
 			return fmt.Errorf("start vm %s: api socket %s did not answer vmm.ping before the start deadline (last attempt: %v); its stderr: %s: %w",
-				h.cfg.Name, h.cfg.APISocketPath(), lastErr, h.stderrTail(), ctx.Err())
+				h.cfg.Name, h.cfg.APISocketPath(), lastErr, h.proc.StderrTail(), ctx.Err())
 		case <-time.After(pingInterval):
 		}
 	}
@@ -274,17 +140,13 @@ func (h *CloudHypervisor) waitAPI(ctx context.Context) error {
 // abort kills what Start launched and returns err, with the process's
 // stderr added when it exited meanwhile.
 func (h *CloudHypervisor) abort(ctx context.Context, err error) error {
-	h.markStopped()
-	h.killGroup()
-	select {
-	case <-h.exited:
-	case <-time.After(killWait):
+	if !h.proc.Abort() {
 		log.G(ctx).WithField("vm", h.cfg.Name).Warn("cloud-hypervisor still alive after SIGKILL")
 	}
 	h.removeSockets()
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
-		return fmt.Errorf("%w; killed cloud-hypervisor; its stderr: %s", err, h.stderrTail())
+		return fmt.Errorf("%w; killed cloud-hypervisor; its stderr: %s", err, h.proc.StderrTail())
 	}
 	return err
 }
@@ -295,30 +157,7 @@ func (h *CloudHypervisor) abort(ctx context.Context, err error) error {
 // idempotent; it fails only if the process is still alive 5 s after
 // SIGKILL, or if a socket cannot be removed.
 func (h *CloudHypervisor) Stop(ctx context.Context) error {
-	h.startMu.Lock()
-	defer h.startMu.Unlock()
-	h.markStopped()
-	pid := h.Pid()
-	if pid == 0 {
-		return nil
-	}
-	select {
-	case <-h.exited:
-	default:
-		if ctx.Err() != nil || !h.shutdown(ctx) || !h.waitExited(ctx, shutdownGrace) {
-			log.G(ctx).WithField("vm", h.cfg.Name).WithField("pid", pid).Info("cloud-hypervisor did not exit in time, killing its process group")
-			h.killGroup()
-			select {
-			case <-h.exited:
-			case <-time.After(killWait):
-				return fmt.Errorf("stop vm %s: cloud-hypervisor pid %d still alive %v after SIGKILL: it may be stuck in uninterruptible I/O; check /proc/%d/stack", h.cfg.Name, pid, killWait, pid)
-			}
-		}
-	}
-	if err := h.removeSockets(); err != nil {
-		return fmt.Errorf("stop vm %s: %w", h.cfg.Name, err)
-	}
-	return nil
+	return h.proc.Stop(ctx, shutdownGrace, h.shutdown, h.removeSockets)
 }
 
 // shutdown sends vmm.shutdown and reports whether it was accepted. A
@@ -329,40 +168,12 @@ func (h *CloudHypervisor) shutdown(ctx context.Context) bool {
 		return true
 	}
 	select {
-	case <-h.exited:
+	case <-h.proc.Exited():
 		return true
 	default:
 	}
 	log.G(ctx).WithError(err).WithField("vm", h.cfg.Name).Info("vmm.shutdown failed, will kill cloud-hypervisor")
 	return false
-}
-
-func (h *CloudHypervisor) waitExited(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-h.exited:
-		return true
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return false
-}
-
-// killGroup SIGKILLs the process group unless the process was reaped
-// (after which its pid could belong to someone else).
-func (h *CloudHypervisor) killGroup() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.pid != 0 && !h.reaped {
-		unix.Kill(-h.pid, unix.SIGKILL)
-	}
-}
-
-func (h *CloudHypervisor) markStopped() {
-	h.mu.Lock()
-	h.stopped = true
-	h.mu.Unlock()
 }
 
 // removeSockets removes the API socket and the hybrid vsock socket.
@@ -371,33 +182,19 @@ func (h *CloudHypervisor) removeSockets() error {
 	if h.cfg.Agent.Kind == vmm.AgentHybridVsock && h.cfg.Agent.SocketPath != "" {
 		paths = append(paths, h.cfg.Agent.SocketPath)
 	}
-	var errs []error
-	for _, p := range paths {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return vmproc.RemoveFiles(paths...)
 }
 
 // Exited is closed once cloud-hypervisor has exited and been reaped.
-func (h *CloudHypervisor) Exited() <-chan struct{} { return h.exited }
+func (h *CloudHypervisor) Exited() <-chan struct{} { return h.proc.Exited() }
 
 // ExitError returns nil before the exit, after exit status 0 and after a
 // kill by Stop; otherwise an error with the exit status and stderr's tail.
-func (h *CloudHypervisor) ExitError() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.exitErr
-}
+func (h *CloudHypervisor) ExitError() error { return h.proc.ExitError() }
 
 // Pid returns cloud-hypervisor's pid (also its process group id), or 0
 // before Start.
-func (h *CloudHypervisor) Pid() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.pid
-}
+func (h *CloudHypervisor) Pid() int { return h.proc.Pid() }
 
 // ConsoleLogPath returns StateDir/console.log, the guest's serial port
 // (ttyS0).

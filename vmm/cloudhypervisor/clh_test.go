@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/vmm/vmproc"
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 )
@@ -49,7 +50,7 @@ func TestStartStop(t *testing.T) {
 	require.Equal(t, pid, pgid, "cloud-hypervisor leads its own process group")
 	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	require.NoError(t, err)
-	require.True(t, bytes.Contains(env, []byte(stateDirEnv+"="+cfg.StateDir+"\x00")), "environment carries the qemu.Cleanup tag")
+	require.True(t, bytes.Contains(env, []byte(vmproc.StateDirEnv+"="+cfg.StateDir+"\x00")), "environment carries the qemu.Cleanup tag")
 	_, err = os.Stat(cfg.Agent.SocketPath)
 	require.True(t, os.IsNotExist(err), "the stale vsock socket was removed before launch")
 	require.Equal(t, cfg.ConsoleLogPath(), h.ConsoleLogPath())

@@ -3,10 +3,7 @@ package cloudhypervisor
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/cofferhq/coffer/vmm"
@@ -16,9 +13,6 @@ import (
 // MaxVCPUs is the largest vCPU count Cloud Hypervisor takes: its
 // cpus.max_vcpus is an 8-bit count.
 const MaxVCPUs = 255
-
-// snpHostDataSize is the SEV-SNP HOST_DATA size, bytes.
-const snpHostDataSize = 32
 
 // hypervisorDevices returns the host devices Cloud Hypervisor runs guests
 // on: it has no software CPU emulation, so one of them is needed.
@@ -85,29 +79,11 @@ func (v *validator) addErr(err error) {
 }
 
 func (v *validator) checkBasics(c *Config, devices []string) {
-	if strings.TrimSpace(c.Name) == "" {
-		v.add(errdefs.ErrInvalidArgument, "Name is empty: set it to the pod's sandbox id")
-	}
-	switch {
-	case c.StateDir == "":
-		v.add(errdefs.ErrInvalidArgument, "StateDir is empty: set it to a short per-VM directory such as /run/cc/<short-hash>")
-	case !filepath.IsAbs(c.StateDir):
-		v.add(errdefs.ErrInvalidArgument, "StateDir %s is relative: use an absolute path such as /run/cc/<short-hash>", c.StateDir)
-	default:
-		if fi, err := os.Stat(c.StateDir); err != nil || !fi.IsDir() {
-			v.add(errdefs.ErrNotFound, "StateDir %s is not an existing directory: create it before starting the VM", c.StateDir)
-		}
-		v.addErr(vmm.CheckSocketPath("API socket", c.APISocketPath(), "use a shorter StateDir such as /run/cc/<short-hash>"))
-	}
-	if _, err := exec.LookPath(c.BinaryPath()); err != nil {
-		v.add(errdefs.ErrNotFound, "cloud-hypervisor binary %s: %v: install a Cloud Hypervisor release binary (Debian has no package) or set hypervisor.binary in the shim config", c.BinaryPath(), err)
-	}
-	if c.VCPUs < 1 || c.VCPUs > MaxVCPUs {
-		v.add(errdefs.ErrInvalidArgument, "VCPUs is %d, want 1 to %d: set the VM's vCPU count", c.VCPUs, MaxVCPUs)
-	}
-	if c.MemoryMiB < vmm.MinMemoryMiB {
-		v.add(errdefs.ErrInvalidArgument, "MemoryMiB is %d, want at least %d (the guest kernel alone needs more than 64 MiB): use 128 or more", c.MemoryMiB, vmm.MinMemoryMiB)
-	}
+	v.addErr(vmm.CheckName(c.Name))
+	v.addErr(vmm.CheckStateDir(c.StateDir, "API socket", c.APISocketPath()))
+	v.addErr(vmm.CheckBinary("cloud-hypervisor", c.BinaryPath(), "install a Cloud Hypervisor release binary (Debian has no package) or set hypervisor.binary in the shim config"))
+	v.addErr(vmm.CheckVCPUs(c.VCPUs, MaxVCPUs))
+	v.addErr(vmm.CheckMemory(c.MemoryMiB))
 	switch c.Accel {
 	case vmm.AccelTCG:
 		v.add(errdefs.ErrInvalidArgument, "Accel is tcg, but Cloud Hypervisor has no software CPU emulation: set accel kvm or auto on a KVM host, or use vmm \"qemu\"")
@@ -173,17 +149,10 @@ func (v *validator) checkTap(t *vmm.Tap) {
 	if t.File != nil {
 		v.add(errdefs.ErrInvalidArgument, "Network.Tap.File is set, but Cloud Hypervisor's vm.create takes a tap by name only (tap file descriptors go over SCM_RIGHTS with vm.add-net, which Coffer does not use): give the tap's name and run cloud-hypervisor in the tap's network namespace")
 	}
-	if t.Name == "" || len(t.Name) > vmm.MaxInterfaceNameLen || strings.ContainsAny(t.Name, "/ \t\n") {
-		v.add(errdefs.ErrInvalidArgument, "Network.Tap.Name %q is not an interface name: use 1 to %d bytes without '/' or spaces, such as \"cctap0\"", t.Name, vmm.MaxInterfaceNameLen)
+	if t.Name == "" {
+		v.add(errdefs.ErrInvalidArgument, "Network.Tap.Name is empty, but Cloud Hypervisor opens the tap by name: give one such as \"cctap0\"")
 	}
-	if t.MAC != "" {
-		if hw, err := net.ParseMAC(t.MAC); err != nil || len(hw) != 6 {
-			v.add(errdefs.ErrInvalidArgument, "Network.Tap.MAC %q is not a 6-byte MAC address: use one such as \"52:54:00:12:34:56\", or none for a random one", t.MAC)
-		}
-	}
-	if t.MTU != 0 && (t.MTU < 68 || t.MTU > 65535) {
-		v.add(errdefs.ErrInvalidArgument, "Network.Tap.MTU is %d, want 68 to 65535, or 0 for the tap's", t.MTU)
-	}
+	v.addErr(vmm.CheckTapFields(t))
 }
 
 func (v *validator) checkAgent(a *vmm.Agent) {
@@ -193,20 +162,8 @@ func (v *validator) checkAgent(a *vmm.Agent) {
 			v.add(errdefs.ErrInvalidArgument, "Agent.Kind is empty but GuestCID or SocketPath is set: set kind %q", vmm.AgentHybridVsock)
 		}
 	case vmm.AgentHybridVsock:
-		if a.GuestCID < 3 || a.GuestCID == 0xffffffff {
-			v.add(errdefs.ErrInvalidArgument, "Agent.GuestCID is %d, want 3 to 4294967294 (0-2 are reserved, -1 is VMADDR_CID_ANY)", a.GuestCID)
-		}
-		switch {
-		case a.SocketPath == "":
-			v.add(errdefs.ErrInvalidArgument, "Agent.SocketPath is empty: set it to the hybrid vsock socket in the state dir, such as /run/cc/<short-hash>/vsock.sock")
-		case !filepath.IsAbs(a.SocketPath):
-			v.add(errdefs.ErrInvalidArgument, "Agent.SocketPath %s is relative: use an absolute path", a.SocketPath)
-		default:
-			v.addErr(vmm.CheckSocketPath("Agent.SocketPath", a.SocketPath, "use a shorter path such as /run/cc/<short-hash>/vsock.sock"))
-			if fi, err := os.Stat(filepath.Dir(a.SocketPath)); err != nil || !fi.IsDir() {
-				v.add(errdefs.ErrNotFound, "Agent.SocketPath %s: directory %s does not exist: create it first", a.SocketPath, filepath.Dir(a.SocketPath))
-			}
-		}
+		v.addErr(vmm.CheckGuestCID(a.GuestCID))
+		v.addErr(vmm.CheckAgentSocketPath(a.SocketPath, "/run/cc/<short-hash>/vsock.sock"))
 	case vmm.AgentVsock:
 		v.add(errdefs.ErrInvalidArgument, "Agent.Kind is vsock (vhost-vsock), but Cloud Hypervisor has no vhost-vsock device: use kind %q (its virtio-vsock exposed as a host unix socket)", vmm.AgentHybridVsock)
 	case vmm.AgentVirtioSerial:
@@ -227,12 +184,7 @@ func (v *validator) checkTEE(c *Config) {
 		v.add(errdefs.ErrInvalidArgument, "TEE.Kind %q is unknown, want %q, %q or %q", t.Kind, vmm.TEENone, vmm.TEESNP, vmm.TEETDX)
 		return
 	}
-	if t.SNP != nil && t.Kind != vmm.TEESNP {
-		v.add(errdefs.ErrInvalidArgument, "TEE.SNP is set but TEE.Kind is %q: set kind %q or drop the SNP settings", t.Kind, vmm.TEESNP)
-	}
-	if t.TDX != nil && t.Kind != vmm.TEETDX {
-		v.add(errdefs.ErrInvalidArgument, "TEE.TDX is set but TEE.Kind is %q: set kind %q or drop the TDX settings", t.Kind, vmm.TEETDX)
-	}
+	v.addErr(vmm.CheckTEESections(t))
 	if t.Sim != nil {
 		v.add(errdefs.ErrInvalidArgument, "TEE.Sim is set, but Cloud Hypervisor cannot run the sim TEE: drop it")
 	}
@@ -278,7 +230,5 @@ func (v *validator) checkSNP(c *Config) {
 	if s.Policy != 0 || s.CBitPos != 0 || s.ReducedPhysBits != 0 || s.KernelHashes {
 		v.add(errdefs.ErrInvalidArgument, "TEE.SNP sets Policy, CBitPos, ReducedPhysBits or KernelHashes, which Cloud Hypervisor's API does not take (the guest policy is part of the IGVM image): clear them")
 	}
-	if s.HostData != nil && len(s.HostData) != snpHostDataSize {
-		v.add(errdefs.ErrInvalidArgument, "TEE.SNP.HostData is %d bytes, want exactly %d (a SHA-256 digest, such as the init-data digest) or none", len(s.HostData), snpHostDataSize)
-	}
+	v.addErr(vmm.CheckSNPHostData(s.HostData))
 }

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,21 +10,23 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer/vmm"
-	"golang.org/x/sys/unix"
+	"github.com/cofferhq/coffer/vmm/vmproc"
 )
 
 // Cleanup kills and removes what a VM left in stateDir after its supervisor
 // (the shim) died without calling Stop. It is safe to call when nothing is
-// left, and more than once.
+// left, and more than once. It works for any backend's state directory
+// (vmproc.Cleanup plus QEMU's pid file), so the shim calls it for a stale
+// one whatever the VMM.
 //
 // It reads stateDir/qemu.pid and kills that process only if its
 // /proc/<pid>/cmdline has "-pidfile stateDir/qemu.pid", so a reused pid is
 // never hit: SIGKILL to the process and, when it leads its own group, to the
 // group. It waits up to 5 s for it to exit. It then kills every process whose
-// environment holds COFFER_VMM_STATE_DIR=<stateDir> (QEMU's detached guestfwd
-// commands; see the package doc), and removes qemu.pid, qmp.sock and every
-// other unix socket directly in stateDir. console.log and stderr.log stay for
-// diagnosis.
+// environment holds COFFER_VMM_STATE_DIR=<stateDir> (vmproc.KillTagged: QEMU
+// itself and its detached guestfwd commands, see package vmproc), and
+// removes qemu.pid, qmp.sock and every other unix socket directly in
+// stateDir. console.log and stderr.log stay for diagnosis.
 //
 // Errors, joined: an unreadable or malformed pid file, a process still alive
 // 5 s after SIGKILL, a file that cannot be removed.
@@ -35,13 +38,13 @@ func Cleanup(stateDir string) error {
 		if !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
-	} else if err := killVerified(pid, pidPath); err != nil {
+	} else if err := vmproc.KillIf(pid, "qemu", func(pid int) bool { return cmdlineHasArg(pid, pidPath) }); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := killTagged(stateDir); err != nil {
+	if _, err := vmproc.KillTagged(stateDir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeStateSockets(stateDir); err != nil {
+	if err := vmproc.RemoveSockets(stateDir, pidPath, filepath.Join(stateDir, vmm.QMPSocketName)); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -62,42 +65,17 @@ func readPIDFile(path string) (int, error) {
 	return pid, nil
 }
 
-// killVerified SIGKILLs pid (and its group, if it leads one) if it is the
-// QEMU that wrote pidPath, then waits for it to exit.
-func killVerified(pid int, pidPath string) error {
-	fd, err := unix.PidfdOpen(pid, 0)
+// cmdlineHasArg reports whether /proc/<pid>/cmdline has an argument equal to
+// arg.
+func cmdlineHasArg(pid int, arg string) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	if err != nil {
-		return nil // no such process: QEMU is gone
+		return false
 	}
-	defer unix.Close(fd)
-	// Checked after the pidfd is open: the pidfd pins this very process.
-	if !cmdlineHasArg(pid, pidPath) {
-		return nil // the pid now belongs to another process
-	}
-	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
-		return nil // exited in between
-	}
-	if pgid, err := unix.Getpgid(pid); err == nil && pgid == pid {
-		unix.Kill(-pid, unix.SIGKILL)
-	}
-	if !waitPidfd(fd, killWait) {
-		return fmt.Errorf("qemu pid %d still alive %v after SIGKILL: it may be stuck in uninterruptible I/O; check /proc/%d/stack", pid, killWait, pid)
-	}
-	return nil
-}
-
-// removeStateSockets removes qemu.pid, qmp.sock and any other unix socket
-// directly in stateDir.
-func removeStateSockets(stateDir string) error {
-	paths := []string{filepath.Join(stateDir, vmm.PIDFileName), filepath.Join(stateDir, vmm.QMPSocketName)}
-	entries, err := os.ReadDir(stateDir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("list state dir: %w", err)
-	}
-	for _, e := range entries {
-		if e.Type()&os.ModeSocket != 0 && e.Name() != vmm.QMPSocketName {
-			paths = append(paths, filepath.Join(stateDir, e.Name()))
+	for _, a := range bytes.Split(b, []byte{0}) {
+		if string(a) == arg {
+			return true
 		}
 	}
-	return removeFiles(paths...)
+	return false
 }

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/vmm/vmproc"
+	"github.com/cofferhq/coffer/vmm/vmproc/vmproctest"
 )
 
 // TestCleanupOrphan starts QEMU the way Start does (same arguments, pid file
@@ -26,7 +29,7 @@ func TestCleanupOrphan(t *testing.T) {
 		}
 	}
 	cmd := exec.Command(cfg.BinaryPath(), args...)
-	cmd.Env = append(os.Environ(), stateDirTag(cfg.StateDir))
+	cmd.Env = append(os.Environ(), vmproc.Tag(cfg.StateDir))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("daemonized qemu: %v: %s", err, out)
 	}
@@ -35,13 +38,13 @@ func TestCleanupOrphan(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if !alive(pid) {
+	if !vmproctest.Alive(pid) {
 		t.Fatalf("daemonized qemu pid %d not running", pid)
 	}
 	if ppid := parentPid(t, pid); ppid == os.Getpid() {
 		t.Fatalf("daemonized qemu's parent is the test process; want an orphan")
 	}
-	helper := startDetached(t, cfg.StateDir)
+	helper := vmproctest.StartDetached(t, vmproc.Tag(cfg.StateDir))
 	stale := cfg.StateDir + "/agent.sock"
 	if !exists(stale) {
 		t.Fatalf("qemu did not create %s", stale)
@@ -50,10 +53,10 @@ func TestCleanupOrphan(t *testing.T) {
 	if err := Cleanup(cfg.StateDir); err != nil {
 		t.Fatalf("Cleanup() = %v", err)
 	}
-	if alive(pid) {
+	if vmproctest.Alive(pid) {
 		t.Errorf("qemu pid %d alive after Cleanup", pid)
 	}
-	waitKilled(t, helper)
+	vmproctest.WaitKilled(t, helper)
 	for _, p := range []string{cfg.QMPSocketPath(), cfg.PIDFilePath(), stale} {
 		if exists(p) {
 			t.Errorf("%s left behind after Cleanup", p)
@@ -85,7 +88,7 @@ func TestCleanupIgnoresReusedPid(t *testing.T) {
 		t.Fatalf("Cleanup() = %v", err)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if !alive(other.Process.Pid) {
+	if !vmproctest.Alive(other.Process.Pid) {
 		t.Error("Cleanup killed an unrelated process whose pid was in the pid file")
 	}
 	if exists(dir + "/qemu.pid") {

@@ -7,9 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -82,60 +79,6 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// procState returns the state letter from /proc/<pid>/stat ("R", "S", "Z",
-// ...) or "" when there is no such process.
-func procState(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2 : i+3]
-	}
-	return "?"
-}
-
-// alive reports whether pid runs (exists and is not a zombie).
-func alive(pid int) bool {
-	st := procState(pid)
-	return st != "" && st != "Z"
-}
-
-// startDetached starts `sleep 60` the way libslirp starts a guestfwd command:
-// in a new session, with the VM's environment tag. It returns the command;
-// the caller reaps it.
-func startDetached(t *testing.T, stateDir string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command("sleep", "60")
-	cmd.Env = append(os.Environ(), stateDirTag(stateDir))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd
-}
-
-// waitKilled waits for cmd (our child) to end and checks SIGKILL ended it.
-func waitKilled(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-			t.Errorf("detached helper pid %d ended with %v, want SIGKILL", cmd.Process.Pid, err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Errorf("detached helper pid %d still running", cmd.Process.Pid)
-	}
 }
 
 func exists(path string) bool {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/vmm/qmp"
+	"github.com/cofferhq/coffer/vmm/vmproc"
+	"github.com/cofferhq/coffer/vmm/vmproc/vmproctest"
 	"github.com/containerd/errdefs"
 )
 
@@ -34,7 +36,7 @@ func TestStartStop(t *testing.T) {
 		t.Fatalf("Start() = %v", err)
 	}
 	pid := q.Pid()
-	if !alive(pid) {
+	if !vmproctest.Alive(pid) {
 		t.Fatalf("qemu pid %d is not running after Start", pid)
 	}
 	if pgid, _ := syscall.Getpgid(pid); pgid != pid {
@@ -43,8 +45,8 @@ func TestStartStop(t *testing.T) {
 	if b, _ := os.ReadFile(cfg.PIDFilePath()); strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
 		t.Errorf("pid file holds %q, want %d", b, pid)
 	}
-	if env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ"); !bytes.Contains(env, []byte(stateDirTag(cfg.StateDir)+"\x00")) {
-		t.Errorf("qemu environment lacks %s", stateDirTag(cfg.StateDir))
+	if env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ"); !bytes.Contains(env, []byte(vmproc.Tag(cfg.StateDir)+"\x00")) {
+		t.Errorf("qemu environment lacks %s", vmproc.Tag(cfg.StateDir))
 	}
 	for _, p := range []string{cfg.QMPSocketPath(), cfg.Agent.SocketPath, cfg.ConsoleLogPath(), cfg.StderrLogPath()} {
 		if !exists(p) {
@@ -63,7 +65,7 @@ func TestStartStop(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("second Start() = %v, want ErrFailedPrecondition", err)
 	}
-	helper := startDetached(t, cfg.StateDir)
+	helper := vmproctest.StartDetached(t, vmproc.Tag(cfg.StateDir))
 
 	start := time.Now()
 	if err := q.Stop(testCtx(t, 10*time.Second)); err != nil {
@@ -77,10 +79,10 @@ func TestStartStop(t *testing.T) {
 	default:
 		t.Fatal("Exited() not closed after Stop")
 	}
-	if st := procState(pid); st != "" {
+	if st := vmproctest.ProcState(pid); st != "" {
 		t.Errorf("qemu pid %d still in /proc (state %s) after Stop", pid, st)
 	}
-	waitKilled(t, helper)
+	vmproctest.WaitKilled(t, helper)
 	for _, p := range []string{cfg.QMPSocketPath(), cfg.Agent.SocketPath, cfg.PIDFilePath()} {
 		if exists(p) {
 			t.Errorf("%s left behind after Stop", p)
@@ -136,7 +138,7 @@ func TestStopKillsWhenQMPBusy(t *testing.T) {
 	if d := time.Since(start); d > 4*time.Second {
 		t.Errorf("Stop() took %v, want about the 1 s QMP timeout", d)
 	}
-	if st := procState(pid); st != "" {
+	if st := vmproctest.ProcState(pid); st != "" {
 		t.Errorf("qemu pid %d still in /proc (state %s) after Stop", pid, st)
 	}
 	if err := q.ExitError(); err != nil {
@@ -158,7 +160,7 @@ func TestUnexpectedExit(t *testing.T) {
 		if err := q.Start(testCtx(t, 10*time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		helper := startDetached(t, cfg.StateDir)
+		helper := vmproctest.StartDetached(t, vmproc.Tag(cfg.StateDir))
 		syscall.Kill(q.Pid(), syscall.SIGKILL)
 		select {
 		case <-q.Exited():
@@ -166,7 +168,7 @@ func TestUnexpectedExit(t *testing.T) {
 			t.Fatal("Exited() not closed 5 s after SIGKILL")
 		}
 		// QEMU's detached helpers die with it even without Stop.
-		waitKilled(t, helper)
+		vmproctest.WaitKilled(t, helper)
 		err = q.ExitError()
 		if err == nil || !strings.Contains(err.Error(), "exited unexpectedly (signal: killed)") {
 			t.Errorf("ExitError() = %v, want an unexpected exit by signal", err)
@@ -241,7 +243,7 @@ func TestStartFailureCarriesStderr(t *testing.T) {
 			if log, _ := os.ReadFile(cfg.StderrLogPath()); !strings.Contains(string(log), tt.want) {
 				t.Errorf("stderr.log = %q, want it to contain %q", log, tt.want)
 			}
-			if st := procState(q.Pid()); st != "" {
+			if st := vmproctest.ProcState(q.Pid()); st != "" {
 				t.Errorf("qemu pid %d still in /proc after a failed start", q.Pid())
 			}
 			for _, p := range []string{cfg.QMPSocketPath(), cfg.Agent.SocketPath, cfg.PIDFilePath()} {
@@ -277,7 +279,7 @@ func TestStartDeadline(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Start() took %v after a 300 ms deadline", d)
 	}
-	if st := procState(q.Pid()); st != "" {
+	if st := vmproctest.ProcState(q.Pid()); st != "" {
 		t.Errorf("qemu pid %d still in /proc (state %s) after Start gave up", q.Pid(), st)
 	}
 }

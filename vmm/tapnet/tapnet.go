@@ -236,37 +236,49 @@ func Teardown(netnsPath, iface, tapName string) error {
 
 // openTap creates the tap tapName in ns and returns its open queue. The
 // tun device binds a new tap to the network namespace of the thread that
-// issues TUNSETIFF, so this runs on a locked thread switched into ns; if
-// that thread cannot switch back, it is left locked and dies with its
-// goroutine instead of running other goroutines in the wrong namespace.
+// issues TUNSETIFF, so this runs in ns (inNetns).
 func openTap(ns netns.NsHandle, tapName string) (*os.File, error) {
-	type result struct {
-		file *os.File
-		err  error
-	}
-	done := make(chan result, 1)
+	var f *os.File
+	err := inNetns(ns, func() error {
+		var err error
+		f, err = createTap(tapName)
+		return err
+	})
+	return f, err
+}
+
+// inNetns runs f on a locked OS thread switched into ns and returns f's
+// error, or "get the current network namespace: ..." / "enter the pod
+// network namespace: ..." when the switch fails (f does not run then). If
+// the thread cannot switch back, it is left locked and dies with its
+// goroutine instead of running other goroutines in the wrong namespace. f
+// may end its goroutine (t.FailNow in a test): inNetns then returns nil.
+func inNetns(ns netns.NsHandle, f func() error) error {
+	done := make(chan error, 1)
 	go func() {
+		var err error
+		defer func() { done <- err }() // also when f ends its goroutine (runtime.Goexit)
 		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
+		orig, gerr := netns.Get()
+		if gerr != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("get the current network namespace: %w", err)}
+			err = fmt.Errorf("get the current network namespace: %w", gerr)
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
+		if serr := netns.Set(ns); serr != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("enter the pod network namespace: %w", err)}
+			err = fmt.Errorf("enter the pod network namespace: %w", serr)
 			return
 		}
-		f, err := createTap(tapName)
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- result{file: f, err: err}
+		defer func() {
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
+		err = f()
 	}()
-	r := <-done
-	return r.file, r.err
+	return <-done
 }
 
 // createTap creates a non-persistent tap in the calling thread's network

@@ -40,32 +40,12 @@ func requireRootAndTun(t *testing.T) {
 	}
 }
 
-// onThreadIn runs f on a locked OS thread switched into ns. If the thread
-// cannot switch back it stays locked and dies with its goroutine.
+// onThreadIn runs f on a locked OS thread switched into ns (inNetns).
 func onThreadIn(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			t.Errorf("get netns: %v", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			t.Errorf("enter netns: %v", err)
-			return
-		}
-		defer func() {
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-		}()
-		f()
-	}()
-	<-done
+	if err := inNetns(ns, func() error { f(); return nil }); err != nil {
+		t.Error(err)
+	}
 }
 
 // newNetns creates a network namespace bind-mounted at a file in a temp
