@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/google/go-containerregistry/pkg/name"
