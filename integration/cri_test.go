@@ -22,7 +22,7 @@ import (
 // a registry the pods reach at the CNI network's gateway, and a
 // per-test shim config.
 type criEnv struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	cri *harness.CRI
 	reg *harness.Registry
@@ -31,8 +31,9 @@ type criEnv struct {
 }
 
 // newCRIEnv starts everything; shimBody is appended to the shim config.
-func newCRIEnv(t *testing.T, shimBody string) *criEnv {
+func newCRIEnv(t testing.TB, shimBody string) *criEnv {
 	t.Helper()
+	skipOnCloudHypervisor(t, "the pod network is attached with an open tap fd and fw_cfg")
 	ctx, cancel := context.WithTimeout(t.Context(), longTest)
 	t.Cleanup(cancel)
 	reg := harness.StartRegistryAllInterfaces(t)
@@ -96,7 +97,7 @@ func (e *criEnv) startContainer(pod, podConfig, name string, extra map[string]an
 
 // allowAllPod is the pod annotation carrying init-data with the
 // development allow-all agent policy.
-func allowAllPod(t *testing.T) map[string]string {
+func allowAllPod(t testing.TB) map[string]string {
 	return map[string]string{"io.coffer.cc.init-data": harness.InitData{Policy: harness.Policy(t, "allow-all.rego")}.Annotation()}
 }
 

@@ -117,6 +117,7 @@ func newEnv(t *testing.T, budget time.Duration, shimConfigBody string) *env {
 // (network.forwards beside the registry), e.g. a KBS.
 func newEnvWith(t *testing.T, budget time.Duration, shimConfigBody string, forwards []string) *env {
 	t.Helper()
+	skipOnCloudHypervisor(t, "the guest reaches the test registry through QEMU user-mode forwards")
 	ctx, cancel := context.WithTimeout(t.Context(), budget)
 	t.Cleanup(cancel)
 	reg := harness.StartRegistry(t)
@@ -228,4 +229,13 @@ func stderrOf(t *testing.T, err error) string {
 	var ce *harness.CtrError
 	require.ErrorAs(t, err, &ce)
 	return ce.Stderr
+}
+
+// skipOnCloudHypervisor skips a test under COFFER_VMM=cloud-hypervisor
+// when it needs a QEMU-only path (docs/cloud-hypervisor.md says which).
+func skipOnCloudHypervisor(t testing.TB, why string) {
+	t.Helper()
+	if harness.VMM() == "cloud-hypervisor" {
+		t.Skipf("not run on Cloud Hypervisor: %s, which Cloud Hypervisor lacks (docs/cloud-hypervisor.md)", why)
+	}
 }

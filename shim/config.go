@@ -341,8 +341,8 @@ func (c *Config) checkVMMCombination(kind vmm.Kind) error {
 	if h.Accel == string(vmm.AccelTCG) {
 		return fmt.Errorf("hypervisor.accel \"tcg\": Cloud Hypervisor needs KVM; use \"kvm\" or \"auto\", or vmm \"qemu\"")
 	}
-	if n.Mode == "user" && len(n.Forwards) > 0 {
-		return fmt.Errorf("network.forwards (%d entries): Cloud Hypervisor has no user-mode network to forward host ports through; reach registries and the KBS over the pod network, or use vmm \"qemu\"", len(n.Forwards))
+	if n.Mode == "user" {
+		return fmt.Errorf("network.mode \"user\": Cloud Hypervisor has no user-mode network (and so no network.forwards); set network.mode = \"none\", or use vmm \"qemu\"")
 	}
 	switch vmm.TEEKind(h.TEE) {
 	case vmm.TEESim:

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -88,7 +89,10 @@ func podSize(cfg *Config, spec *specs.Spec) (vcpus, memoryMiB int) {
 // (Kata's model), and the pod's addresses, routes and DNS handed to the
 // guest through fw_cfg. Without /dev/net/tun it keeps user-mode networking
 // and returns a warning to publish.
-func podNetwork(ctx context.Context, vc *vmm.Config, netns, resolvConf string) (*tapnet.Endpoint, string, error) {
+func podNetwork(ctx context.Context, cfg *Config, vc *vmm.Config, netns, resolvConf string) (*tapnet.Endpoint, string, error) {
+	if cfg.Hypervisor.VMM == string(vmm.KindCloudHypervisor) {
+		return nil, "", fmt.Errorf("attach the VM to the pod network %s: not implemented for Cloud Hypervisor, whose API takes neither an open tap nor fw_cfg items (docs/cloud-hypervisor.md); use vmm \"qemu\" for CRI pods: %w", netns, errdefs.ErrNotImplemented)
+	}
 	ep, err := tapnet.Setup(ctx, tapnet.Options{NetNSPath: netns})
 	if err != nil {
 		var tun *tapnet.TunUnavailableError

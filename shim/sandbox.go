@@ -248,9 +248,14 @@ func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podIni
 		netWarning string
 	)
 	if pod.netns != "" {
-		if podNet, netWarning, err = podNetwork(ctx, vc, pod.netns, pod.resolvConf); err != nil {
+		if podNet, netWarning, err = podNetwork(ctx, cfg, vc, pod.netns, pod.resolvConf); err != nil {
 			os.RemoveAll(stateDir)
 			return nil, err
+		}
+		if podNet != nil {
+			// On the pod network there are no user-mode forwards: the
+			// guest dials registries and the KBS by their own addresses.
+			reg.Endpoints = nil
 		}
 	}
 	vm, err := newVMM(cfg, vc)

@@ -68,9 +68,14 @@ func guestSpec(s *specs.Spec) (*specs.Spec, []string, error) {
 		g.Linux.CgroupsPath = ""
 		ns := g.Linux.Namespaces[:0]
 		for _, n := range g.Linux.Namespaces {
-			if n.Path != "" || n.Type == specs.NetworkNamespace {
+			if n.Type == specs.NetworkNamespace {
 				continue
 			}
+			// A namespace joined by host path (CRI joins the sandbox's
+			// IPC, UTS and PID namespaces) becomes a new namespace of the
+			// container's own in the guest, never the guest's root one
+			// that cc-agent lives in.
+			n.Path = ""
 			ns = append(ns, n)
 		}
 		g.Linux.Namespaces = ns

@@ -256,3 +256,16 @@ func TestDetectNone(t *testing.T) {
 		require.ErrorContains(t, err, want)
 	}
 }
+
+// TestDetectPrefersHardwareOverSim checks that sim fw_cfg items a host
+// adds to a real SNP guest do not turn it into a sim guest.
+func TestDetectPrefersHardwareOverSim(t *testing.T) {
+	s, err := sim.Generate(sim.GenerateOptions{})
+	require.NoError(t, err)
+	o := noTEEPaths(t)
+	o.FWCfgRoot = fakeFWCfg(t, s, hex.EncodeToString(testMeas), hex.EncodeToString(testHost))
+	o.TSM = fakeTSM(providerSNP, nil, nil)
+	a, err := Detect(o)
+	require.NoError(t, err)
+	require.Equal(t, attestation.TEESNP, a.TEE())
+}

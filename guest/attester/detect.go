@@ -35,9 +35,12 @@ type Options struct {
 }
 
 // Detect returns the attester for the TEE this guest runs in, checking in
-// order: the sim fw_cfg item (sim.FWCfgIdentity under FWCfgRoot),
-// configfs-tsm (provider sev_guest → SNP, tdx_guest → TDX), the sev-guest
-// device, the tdx_guest device. It fails with an error wrapping ErrNoTEE
+// order: configfs-tsm (provider sev_guest → SNP, tdx_guest → TDX), the
+// sev-guest device, the tdx_guest device, and only then the sim fw_cfg
+// item (sim.FWCfgIdentity under FWCfgRoot). Real hardware comes first so a
+// host cannot make a real SNP or TDX guest attest as sim by adding fw_cfg
+// items (a KBS would refuse sim evidence anyway unless it trusts the sim
+// root, but the guest would otherwise accept host-chosen init-data). It fails with an error wrapping ErrNoTEE
 // that names every place it looked and why each was unusable, or with
 // NewSim's error when the sim items exist but are malformed.
 func Detect(o Options) (Attester, error) {
@@ -46,12 +49,6 @@ func Detect(o Options) (Attester, error) {
 		root = DefaultFWCfgRoot
 	}
 	var why []string
-	simPath := fwCfgPath(root, sim.FWCfgIdentity)
-	if _, err := os.Stat(simPath); err == nil {
-		return NewSim(root)
-	} else {
-		why = append(why, fmt.Sprintf("sim: %v", err))
-	}
 	if !o.NoTSM {
 		tsm, err := o.TSM, error(nil)
 		if tsm == nil {
@@ -83,6 +80,12 @@ func Detect(o Options) (Attester, error) {
 		return tdx, nil
 	} else {
 		why = append(why, fmt.Sprintf("tdx: %v", err))
+	}
+	simPath := fwCfgPath(root, sim.FWCfgIdentity)
+	if _, err := os.Stat(simPath); err == nil {
+		return NewSim(root)
+	} else {
+		why = append(why, fmt.Sprintf("sim: %v", err))
 	}
 	return nil, fmt.Errorf("detect TEE: %w: looked for %s: a sim VM needs the qemu_fw_cfg module; SNP and TDX need configfs mounted at /sys/kernel/config or the sev-guest / tdx-guest driver", ErrNoTEE, strings.Join(why, "; "))
 }

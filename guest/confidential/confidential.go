@@ -17,6 +17,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -152,7 +153,7 @@ func (h *Hub) Init(ctx context.Context, req *agent.InitSandboxRequest) (*agent.I
 			Attester:   att,
 			InitData:   doc.Raw,
 			Deadline:   time.Duration(req.GetAttestationDeadlineNs()),
-			Retry:      h.o.Retry,
+			Retry:      retryPolicy(h.o.Retry),
 			OnEvent:    h.push,
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				return dialer.DialContext(ctx, network, image.Endpoint(endpoints, addr))
@@ -265,7 +266,7 @@ func (h *Hub) UnsealEnv(ctx context.Context, env []string) ([]string, error) {
 	if a == nil {
 		for _, kv := range env {
 			if name, v, ok := cutEnv(kv); ok && sealed.IsSealed(v) {
-				return nil, fmt.Errorf("environment variable %s holds a sealed secret, but this guest has no KBS to unseal it (no KBS in the init-data): %w", name, errdefs.ErrFailedPrecondition)
+				return nil, fmt.Errorf("environment variable %s holds a sealed secret, but this guest has no attested KBS session to unseal it with (the init-data names no KBS, or the guest has no TEE to attest with): %w", name, errdefs.ErrFailedPrecondition)
 			}
 		}
 		return env, nil
@@ -324,4 +325,14 @@ func registryFetcher(reg image.RegistryConfig, ref string) (imagepolicy.Fetcher,
 		return nil, fmt.Errorf("check %s against the image security policy: %w", ref, err)
 	}
 	return imagepolicy.RegistryFetcher{NameOptions: no, RemoteOptions: ro}, nil
+}
+
+// retryPolicy lets attestation.deadline, not an attempt count, bound the
+// retries of an unreachable KBS (issue: "retries until a configurable
+// deadline"), unless the caller set one.
+func retryPolicy(r aa.Retry) aa.Retry {
+	if r.Attempts == 0 {
+		r.Attempts = math.MaxInt32
+	}
+	return r
 }
