@@ -6,10 +6,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +30,10 @@ import (
 // (ocicrypt AES-256-CTR-HMAC, keys wrapped for testKid). The layer
 // bytes built here are dropped before returning, so they do not count in
 // the heap measured during the pull.
-func benchImage(b *testing.B, reg *testRegistry, mt types.MediaType, layers, filesPerLayer int, kek []byte) (string, int64) {
+//
+// With a non-empty tarDir, each layer's plaintext tar is also written to
+// tarDir/layerN.tar (for the shell baseline of BenchmarkPullDecryptVsShell).
+func benchImage(b *testing.B, reg *testRegistry, mt types.MediaType, layers, filesPerLayer int, kek []byte, tarDir string) (string, int64) {
 	b.Helper()
 	rng := rand.New(rand.NewChaCha8([32]byte{1}))
 	var ls []encLayer
@@ -45,6 +50,11 @@ func benchImage(b *testing.B, reg *testRegistry, mt types.MediaType, layers, fil
 		}
 		l := newLayer(b, mt, tarOf(b, es...))
 		size += int64(len(l.tar))
+		if tarDir != "" {
+			if err := os.WriteFile(filepath.Join(tarDir, fmt.Sprintf("layer%d.tar", i)), l.tar, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
 		if kek != nil {
 			ls = append(ls, encrypt(b, l, kek, hashOf(l.blob).String()))
 		} else {
@@ -151,7 +161,7 @@ func benchPull(b *testing.B, mt types.MediaType, mib int, kek []byte) {
 	quiet.Out = io.Discard
 	ctx := log.WithLogger(context.Background(), logrus.NewEntry(quiet))
 	reg := startRegistry(b, false, b.TempDir())
-	ref, size := benchImage(b, reg, mt, 4, mib/4, kek)
+	ref, size := benchImage(b, reg, mt, 4, mib/4, kek, "")
 	req := Request{Reference: ref, Registry: RegistryConfig{Insecure: []string{reg.host}}}
 	if kek != nil {
 		req.Decrypt = cdh.NewKeyProvider(&keyStore{key: kek})
@@ -181,4 +191,87 @@ func benchPull(b *testing.B, mt types.MediaType, mib int, kek []byte) {
 	b.ReportMetric(float64(size)*float64(b.N)/(1<<20)/b.Elapsed().Seconds(), "MiB/s")
 	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 	b.ReportMetric(float64(base)/(1<<20), "base-heap-MiB")
+}
+
+// BenchmarkPullDecryptVsShell measures the host-side pull and decrypt of
+// 50 MiB and 200 MiB encrypted images (4 uncompressed tar layers, as
+// BenchmarkPullDecrypt's -tar case) against the shell floor on the same
+// plaintext layers: `sha256sum` of each layer tar plus `tar -x` of it into
+// a fresh directory (median of 3 rounds, files in the page cache). It
+// reports MiB/s (the library), shell-MiB/s, %-of-shell (target: at least
+// 60) and peak-heap-MiB (the same at both sizes for a streaming pull).
+// `make bench` runs it; it is too heavy for a plain `go test -bench .`.
+func BenchmarkPullDecryptVsShell(b *testing.B) {
+	for _, mib := range []int{50, 200} {
+		b.Run(fmt.Sprintf("%dMiB-tar", mib), func(b *testing.B) {
+			quiet := logrus.New()
+			quiet.Out = io.Discard
+			ctx := log.WithLogger(context.Background(), logrus.NewEntry(quiet))
+			reg := startRegistry(b, false, b.TempDir())
+			kek := newKEK(b)
+			tarDir := b.TempDir()
+			// 50 is not a multiple of 4: 4 layers of mib/4 files, rounded up.
+			ref, size := benchImage(b, reg, types.OCIUncompressedLayer, 4, (mib+3)/4, kek, tarDir)
+			req := Request{Reference: ref, Registry: RegistryConfig{Insecure: []string{reg.host}}, Decrypt: cdh.NewKeyProvider(&keyStore{key: kek})}
+			shell := shellFloor(b, tarDir, size)
+			runtime.GC()
+			debug.FreeOSMemory()
+			work := b.TempDir()
+			b.SetBytes(size)
+			hs := startHeapSampler()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				rootfs := filepath.Join(work, fmt.Sprint(i))
+				if _, err := Pull(ctx, req, rootfs); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := os.RemoveAll(rootfs); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			peak := hs.finish()
+			rate := float64(size) * float64(b.N) / (1 << 20) / b.Elapsed().Seconds()
+			b.ReportMetric(rate, "MiB/s")
+			b.ReportMetric(shell, "shell-MiB/s")
+			b.ReportMetric(100*rate/shell, "%-of-shell")
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
+
+// shellFloor times `sha256sum F` plus `tar -x -f F -C <fresh dir>` over
+// every tar in dir, three rounds, and returns size bytes per second of
+// the median round, in MiB/s.
+func shellFloor(b *testing.B, dir string, size int64) float64 {
+	b.Helper()
+	tars, err := filepath.Glob(filepath.Join(dir, "*.tar"))
+	if err != nil || len(tars) == 0 {
+		b.Fatalf("shell floor: no layer tars in %s (%v)", dir, err)
+	}
+	var rounds []time.Duration
+	for range 3 {
+		out := b.TempDir()
+		start := time.Now()
+		for i, t := range tars {
+			if o, err := exec.Command("sha256sum", t).CombinedOutput(); err != nil {
+				b.Fatalf("sha256sum %s: %v: %s", t, err, o)
+			}
+			dst := filepath.Join(out, fmt.Sprint(i))
+			if err := os.Mkdir(dst, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if o, err := exec.Command("tar", "-x", "-f", t, "-C", dst).CombinedOutput(); err != nil {
+				b.Fatalf("tar -x -f %s: %v: %s", t, err, o)
+			}
+		}
+		rounds = append(rounds, time.Since(start))
+		if err := os.RemoveAll(out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	slices.Sort(rounds)
+	return float64(size) / (1 << 20) / rounds[1].Seconds()
 }

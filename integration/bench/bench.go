@@ -46,6 +46,10 @@ type Config struct {
 	WorkDir string
 	// Runs is how many measured runs of each kind, at least 1.
 	Runs int
+	// RunArgs are extra `ctr run` flags placed before the image, e.g.
+	// {"--annotation", "io.coffer.cc.init-data=<base64>"} for the attested
+	// runs. Optional.
+	RunArgs []string
 }
 
 // Bench measures container runs and floor boots in one environment.

@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	ccevents "github.com/cofferhq/coffer/api/events/v1" // registers the /cc/* event types for typeurl
 )
 
 // Task event topics the bench records.
@@ -20,10 +22,13 @@ const (
 )
 
 // taskEvents records when containerd saw each container's task events:
-// the envelope timestamp, which the shim stamps when it publishes.
+// the envelope timestamp, which the shim stamps when it publishes. It
+// also records the first /cc/attestation event of each phase per
+// container (key topic + " " + phase), with its duration.
 type taskEvents struct {
 	mu     sync.Mutex
-	times  map[string]map[string]time.Time // container id -> topic -> time
+	times  map[string]map[string]time.Time        // container id -> topic -> time
+	attest map[string]map[string]AttestationPhase // container id -> phase -> first event
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -42,6 +47,7 @@ func watchTaskEvents(address, ns string) (*taskEvents, error) {
 	filters := []string{
 		fmt.Sprintf(`namespace==%q,topic==%q`, ns, topicTaskCreate),
 		fmt.Sprintf(`namespace==%q,topic==%q`, ns, topicTaskStart),
+		fmt.Sprintf(`namespace==%q,topic==%q`, ns, ccevents.TopicAttestation),
 	}
 	sub, err := eventsapi.NewEventsClient(conn).Subscribe(ctx, &eventsapi.SubscribeRequest{Filters: filters})
 	if err != nil {
@@ -49,7 +55,7 @@ func watchTaskEvents(address, ns string) (*taskEvents, error) {
 		conn.Close()
 		return nil, fmt.Errorf("subscribe to containerd task events at %s: %w", address, err)
 	}
-	w := &taskEvents{times: map[string]map[string]time.Time{}, conn: conn, cancel: cancel, done: make(chan struct{})}
+	w := &taskEvents{times: map[string]map[string]time.Time{}, attest: map[string]map[string]AttestationPhase{}, conn: conn, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		for {
@@ -82,6 +88,9 @@ func (w *taskEvents) record(topic string, at time.Time, event typeurl.Any) {
 		id = e.ContainerID
 	case *eventstypes.TaskStart:
 		id = e.ContainerID
+	case *ccevents.Attestation:
+		w.recordAttestation(at, e)
+		return
 	default:
 		return
 	}
@@ -113,4 +122,37 @@ func (w *taskEvents) Close() {
 	w.cancel()
 	<-w.done
 	w.conn.Close()
+}
+
+// AttestationPhase is the first /cc/attestation event of one phase for a
+// container.
+type AttestationPhase struct {
+	// At is when the shim published it (host clock).
+	At time.Time
+	// Duration is the event's duration_ns: guest time since the
+	// attestation attempt (or resource request) began.
+	Duration time.Duration
+	// Attempt is the attempt number, from 1.
+	Attempt int32
+}
+
+// recordAttestation keeps the first event of each phase per container.
+func (w *taskEvents) recordAttestation(at time.Time, e *ccevents.Attestation) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id := e.GetContainerId()
+	if w.attest[id] == nil {
+		w.attest[id] = map[string]AttestationPhase{}
+	}
+	if _, seen := w.attest[id][e.GetPhase()]; !seen {
+		w.attest[id][e.GetPhase()] = AttestationPhase{At: at, Duration: time.Duration(e.GetDurationNs()), Attempt: e.GetAttempt()}
+	}
+}
+
+// attestation returns the first event of phase for container id.
+func (w *taskEvents) attestation(id, phase string) (AttestationPhase, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, ok := w.attest[id][phase]
+	return p, ok
 }

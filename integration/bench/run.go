@@ -80,6 +80,16 @@ type RunSample struct {
 	// CtrExited is when `ctr run --rm` returned (after the container's
 	// sleep, the task delete and the VM stop).
 	CtrExited time.Duration
+	// AgentRSS is cc-agent's VmRSS in bytes when the shim stopped the VM
+	// (agent_rss_bytes of msgStopped): the agent with its policy loaded,
+	// after the run.
+	AgentRSS uint64
+	// Allowed is when the shim published the /cc/attestation "allowed"
+	// event, as an offset from ctr's start; zero when the run did not
+	// attest. AllowedAttempt is that event's duration_ns: guest time from
+	// the start of the successful attestation attempt (auth, evidence,
+	// attest) to the KBS's token.
+	Allowed, AllowedAttempt time.Duration
 }
 
 // vmStateDir mirrors shim/sandbox.go sandboxStateDir: the shim's VM state
@@ -100,7 +110,8 @@ func (b *Bench) runContainer(ctx context.Context, id string) (*RunSample, error)
 	}
 	args := []string{"--address", c.Address, "--namespace", c.Namespace,
 		"run", "--rm", "--snapshotter", "cc", "--runtime", runtimeType, "--runtime-config-path", c.ShimConfig,
-		"--fifo-dir", c.FIFODir, c.Image, id}
+		"--fifo-dir", c.FIFODir}
+	args = append(append(args, c.RunArgs...), c.Image, id)
 	cmd := exec.CommandContext(ctx, c.Ctr, append(args, containerCommand...)...)
 	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.StdoutPipe()
@@ -199,6 +210,9 @@ func (b *Bench) runContainer(ctx context.Context, id string) (*RunSample, error)
 	if t, ok := b.events.get(id, topicTaskStart); ok {
 		s.TaskStarted = t.Sub(start)
 	}
+	if a, ok := b.events.attestation(id, phaseAllowed); ok {
+		s.Allowed, s.AllowedAttempt = a.At.Sub(start), a.Duration
+	}
 	return s, nil
 }
 
@@ -292,6 +306,9 @@ func (b *Bench) readShimLog(ctx context.Context, s *RunSample, offset int64, sta
 		return fmt.Errorf("containerd log %s has no shim line %q for sandbox %s within %s after ctr run returned: the agent's peak RSS is unknown", b.cfg.ContainerdLog, msgStopped, s.ID, stopLogWait)
 	}
 	if s.AgentPeak, err = stopped.Uint("agent_peak_rss_bytes"); err != nil {
+		return err
+	}
+	if s.AgentRSS, err = stopped.Uint("agent_rss_bytes"); err != nil {
 		return err
 	}
 	return nil

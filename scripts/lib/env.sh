@@ -218,18 +218,27 @@ start_containerd() {
 
 # write_shim_config writes the shim config: the guest reaches the registry
 # through a QEMU forward and over plain HTTP; the guest build is
-# build/guest.
+# build/guest. Callers may set, before env_start:
+#   SHIM_HYPERVISOR_EXTRA  lines added to [hypervisor] (e.g. tee = "sim")
+#   SHIM_FORWARDS_EXTRA    more host:port forwards (e.g. cc-kbs's address)
+#   SHIM_CONFIG_EXTRA      whole tables appended (e.g. [attestation])
 write_shim_config() {
+	local fwd="\"$REG_ADDR\"" a
+	for a in ${SHIM_FORWARDS_EXTRA:-}; do fwd+=", \"$a\""; done
 	cat >"$SHIM_CONFIG" <<-EOF
 		[hypervisor]
 		guest_dir = "$GUEST"
+		${SHIM_HYPERVISOR_EXTRA:-}
 
 		[network]
-		forwards = ["$REG_ADDR"]
+		forwards = [$fwd]
 
 		[registry]
 		insecure = ["$REG_ADDR"]
 	EOF
+	if [[ -n ${SHIM_CONFIG_EXTRA:-} ]]; then
+		printf '\n%s\n' "$SHIM_CONFIG_EXTRA" >>"$SHIM_CONFIG"
+	fi
 }
 
 # env_start starts the registry and containerd, writes the shim config,

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	ggcrname "github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/integration/bench"
@@ -39,6 +41,13 @@ func main() {
 	flag.StringVar(&cfg.WorkDir, "work-dir", "", "scratch directory (short path)")
 	flag.IntVar(&cfg.Runs, "runs", 5, "measured runs of each kind")
 	timeline := flag.Bool("timeline", false, "also print the timeline (host milestones and console lines) of the median run")
+	attested := flag.Bool("attested", false, "measure attested runs only (no floor): the attestation phase, pull-and-decrypt throughput and cc-agent memory; needs --annotation with init-data and a sim-TEE shim config")
+	annotation := flag.String("annotation", "", "with --attested: ctr run --annotation KEY=VALUE (the init-data)")
+	warmup := flag.Bool("warmup", true, "with --attested: do one unmeasured run first")
+	title := flag.String("title", "attested runs", "with --attested: heading of the figures")
+	pushFiller := flag.Int("push-filler-mib", 0, "instead of measuring: push the busybox image plus an uncompressed filler layer of this many MiB to --registry as --repo, print its reference")
+	registry := flag.String("registry", "", "with --push-filler-mib: plain-HTTP registry host:port")
+	repo := flag.String("repo", "", "with --push-filler-mib: repository:tag")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "coffer-bench: unexpected arguments %q\n", flag.Args())
@@ -46,7 +55,19 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, *timeline); err != nil {
+	var err error
+	switch {
+	case *pushFiller > 0:
+		err = pushFillerImage(ctx, *registry, *repo, *pushFiller)
+	case *attested:
+		if *annotation != "" {
+			cfg.RunArgs = []string{"--annotation", *annotation}
+		}
+		err = runAttested(ctx, cfg, *warmup, *title)
+	default:
+		err = run(ctx, cfg, *timeline)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
 		os.Exit(1)
 	}
@@ -74,6 +95,49 @@ func run(ctx context.Context, cfg bench.Config, timeline bool) error {
 		fmt.Println()
 		return bench.WriteTimeline(os.Stdout, res.MedianRun())
 	}
+	return nil
+}
+
+// runAttested measures attested runs and prints their figures.
+func runAttested(ctx context.Context, cfg bench.Config, warmup bool, title string) error {
+	b, err := bench.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	m := machine()
+	fmt.Printf("==> %s: %d attested container runs of %s\n    machine: %d x %s, kernel %s, %s, accel %s, load average %s\n",
+		title, cfg.Runs, cfg.Image, m.CPUs, m.CPUModel, m.Kernel, m.QEMU, b.Accel(), loadAverage())
+	runs, err := b.RunAttested(ctx, os.Stdout, warmup)
+	if err != nil {
+		return err
+	}
+	f, ok := bench.SummariseAttested(runs)
+	if !ok {
+		return fmt.Errorf("no attested runs measured")
+	}
+	fmt.Println()
+	return bench.WriteAttested(os.Stdout, fmt.Sprintf("%s (load average after: %s)", title, loadAverage()), f)
+}
+
+// pushFillerImage pushes bench.FillerImage(mib) to registry/repo over
+// plain HTTP and prints the reference.
+func pushFillerImage(ctx context.Context, registry, repo string, mib int) error {
+	if registry == "" || repo == "" {
+		return fmt.Errorf("--push-filler-mib needs --registry HOST:PORT and --repo NAME:TAG")
+	}
+	tag, err := ggcrname.NewTag(registry+"/"+repo, ggcrname.Insecure)
+	if err != nil {
+		return fmt.Errorf("parse image reference %q: %w: want HOST:PORT and NAME[:TAG]", registry+"/"+repo, err)
+	}
+	img, err := bench.FillerImage(mib)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(tag, img, remote.WithContext(ctx)); err != nil {
+		return fmt.Errorf("push %s: %w", tag, err)
+	}
+	fmt.Println(tag.Name())
 	return nil
 }
 
