@@ -257,3 +257,35 @@ printf '  layer bytes in the host content store after the cc pull: %s (target 0:
 
 # Attested path (defined above).
 [[ ${BENCH_ATTESTED:-1} == 0 ]] || attested_bench
+
+# --- CRI pods (docs/performance.md, "CRI pods") ------------------------------
+# Through crictl against containerd's CRI plugin (its own containerd, CNI
+# bridge and registry, started by the integration harness): runp → first
+# container running and → all running, for pods of 1 and 3 containers,
+# and the pod VM's host memory (QEMU RSS). BENCH_CRI=0 skips it.
+cri_bench() {
+	printf '\nCRI pods (crictl runp --runtime cc, busybox containers, %s runs each):\n' "${BENCH_CRI_RUNS:-3}"
+	local out
+	out=$(mktemp)
+	(cd "$REPO" && COFFER_REQUIRE_E2E=1 go test -count=1 -run '^$' -bench 'BenchmarkCRIPodStart' \
+		-benchtime "${BENCH_CRI_RUNS:-3}x" -timeout 30m ./integration/) >"$out" 2>&1 ||
+		die "CRI pod benchmark failed: $(tail -n 20 "$out")"
+	awk '/^BenchmarkCRIPodStart/ {
+		name = $1; sub(/^BenchmarkCRIPodStart\//, "", name); sub(/-[0-9]+$/, "", name)
+		for (i = 3; i < NF; i++) m[$(i + 1)] = $i
+		printf "  %-14s runp->first running %8.0f ms   runp->all running %8.0f ms   QEMU RSS %6.1f MiB\n", name, m["ms-to-first-running"], m["ms-to-all-running"], m["qemu-rss-MiB"]
+	}' "$out"
+	rm -f "$out"
+}
+[[ ${BENCH_CRI:-1} == 0 ]] || cri_bench
+
+# --- measuring the guest (docs/performance.md, "Measurement") -------------
+# `ccctl measure` on the project's own guest: sim, SNP (synthetic 4 MiB
+# AmdSev firmware) and TDX MRTD (Debian's OVMF) (cmd/ccctl
+# BenchmarkMeasureGuest). BENCH_MEASURE=0 skips it.
+measure_bench() {
+	printf '\nccctl measure on build/guest:\n'
+	(cd "$REPO" && go test -count=1 -run '^$' -bench 'BenchmarkMeasureGuest' -benchtime 5x ./cmd/ccctl/) 2>&1 |
+		awk '/^BenchmarkMeasureGuest/ {name = $1; sub(/^BenchmarkMeasureGuest\//, "", name); sub(/-[0-9]+$/, "", name); printf "  %-10s %8.1f ms\n", name, $3 / 1e6}'
+}
+[[ ${BENCH_MEASURE:-1} == 0 ]] || measure_bench
