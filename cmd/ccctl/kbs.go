@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cofferhq/coffer/attestation"
+	"github.com/cofferhq/coffer/initdata"
 	"github.com/cofferhq/coffer/kbs/admin"
 	"github.com/cofferhq/coffer/kbs/adminclient"
 	"github.com/cofferhq/coffer/kbs/protocol"
@@ -322,38 +324,33 @@ func kbsPolicyCommand() *cli.Command {
 func kbsReferenceValuesCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "reference-values",
-		Usage: "manage the trusted launch measurements and TCB floors",
+		Usage: "manage the trusted launch measurements, init-data digests and TCB floors",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "add",
-				Usage: "trust one launch measurement",
-				Description: "Either --tee and --measurement, or --from-json with the JSON object\n" +
-					"{\"tee\": \"snp\", \"measurement\": \"<96 hex>\"} (what `ccctl measure --json` prints).",
+				Usage: "trust one launch measurement or init-data document",
+				Description: "One of:\n" +
+					"  --tee T --measurement HEX        a launch measurement (SNP MEASUREMENT / TDX MRTD)\n" +
+					"  --tee T --init-data FILE         the init-data TOML document FILE (- for stdin): its digest\n" +
+					"                                   is computed exactly as the guest and cc-kbs compute it\n" +
+					"  --tee T --init-data-digest HEX   an init-data digest (sha256/384/512 of the document)\n" +
+					"  --from-json FILE                 {\"tee\", \"measurement\"} (what `ccctl measure --json` prints)\n" +
+					"                                   or {\"tee\", \"init_data\"}\n" +
+					"Once a TEE has init-data digests, the default attestation policy admits only\n" +
+					"guests launched with one of those documents.",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "tee", Usage: "`TEE`: snp, tdx or sim"},
 					&cli.StringFlag{Name: "measurement", Usage: "launch measurement (SNP MEASUREMENT / TDX MRTD), 96 `HEX` characters"},
-					&cli.StringFlag{Name: "from-json", Usage: "read {\"tee\",\"measurement\"} from `FILE` (- for stdin)"},
+					&cli.StringFlag{Name: "init-data", Usage: "trust the init-data TOML document in `FILE` (- for stdin)"},
+					&cli.StringFlag{Name: "init-data-digest", Usage: "trust the init-data document with this digest, 64, 96 or 128 `HEX` characters"},
+					&cli.StringFlag{Name: "from-json", Usage: "read {\"tee\",\"measurement\"} or {\"tee\",\"init_data\"} from `FILE` (- for stdin)"},
 				},
 				Action: func(c *cli.Context) error {
-					var e refvalues.Entry
-					switch {
-					case c.IsSet("from-json"):
-						if c.IsSet("tee") || c.IsSet("measurement") {
-							return errors.New("give --from-json or --tee/--measurement, not both")
-						}
-						b, err := kbsReadInput(c, c.String("from-json"))
-						if err != nil {
-							return err
-						}
-						if err := json.Unmarshal(b, &e); err != nil {
-							return fmt.Errorf("parse %s: want {\"tee\": ..., \"measurement\": ...}: %w", c.String("from-json"), err)
-						}
-					case c.IsSet("tee") && c.IsSet("measurement"):
-						e = refvalues.Entry{TEE: c.String("tee"), Measurement: c.String("measurement")}
-					default:
-						return errors.New("give --tee and --measurement, or --from-json FILE")
+					e, err := kbsReferenceEntry(c)
+					if err != nil {
+						return err
 					}
-					if _, err := (refvalues.Values{}).Add(e); err != nil {
+					if err := e.Check(); err != nil {
 						return err
 					}
 					return kbsWithClient(c, func(ac *adminclient.Client) error {
@@ -361,7 +358,13 @@ func kbsReferenceValuesCommand() *cli.Command {
 						if err != nil {
 							return err
 						}
-						_, err = fmt.Fprintf(c.App.Writer, "%s: %s measurements %d\n", v.ID, e.TEE, len(v.Values.For(kbsTEE(e.TEE)).Measurements))
+						tv := v.Values.For(kbsTEE(e.TEE))
+						if e.InitData != "" {
+							d, _ := refvalues.NormalizeInitDataDigest(e.InitData)
+							_, err = fmt.Fprintf(c.App.Writer, "%s: %s init_data %s (%d trusted)\n", v.ID, e.TEE, d, len(tv.InitData))
+							return err
+						}
+						_, err = fmt.Fprintf(c.App.Writer, "%s: %s measurements %d\n", v.ID, e.TEE, len(tv.Measurements))
 						return err
 					})
 				},
@@ -401,6 +404,57 @@ func kbsReferenceValuesCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// kbsReferenceEntry builds the entry `reference-values add` sends from
+// exactly one of --from-json, --measurement, --init-data and
+// --init-data-digest (the last three with --tee).
+func kbsReferenceEntry(c *cli.Context) (refvalues.Entry, error) {
+	var set []string
+	for _, f := range []string{"from-json", "measurement", "init-data", "init-data-digest"} {
+		if c.IsSet(f) {
+			set = append(set, "--"+f)
+		}
+	}
+	if len(set) != 1 {
+		return refvalues.Entry{}, fmt.Errorf("give exactly one of --measurement, --init-data, --init-data-digest (each with --tee) or --from-json, got %d (%s)", len(set), strings.Join(set, ", "))
+	}
+	if c.IsSet("from-json") {
+		if c.IsSet("tee") {
+			return refvalues.Entry{}, errors.New("give --from-json or --tee with a value, not both: the JSON names the tee")
+		}
+		var e refvalues.Entry
+		b, err := kbsReadInput(c, c.String("from-json"))
+		if err != nil {
+			return e, err
+		}
+		if err := json.Unmarshal(b, &e); err != nil {
+			return e, fmt.Errorf("parse %s: want {\"tee\": ..., \"measurement\": ...} or {\"tee\": ..., \"init_data\": ...}: %w", c.String("from-json"), err)
+		}
+		return e, nil
+	}
+	if !c.IsSet("tee") {
+		return refvalues.Entry{}, fmt.Errorf("%s needs --tee snp, tdx or sim", set[0])
+	}
+	e := refvalues.Entry{TEE: c.String("tee")}
+	switch {
+	case c.IsSet("measurement"):
+		e.Measurement = c.String("measurement")
+	case c.IsSet("init-data-digest"):
+		e.InitData = c.String("init-data-digest")
+	default:
+		file := c.String("init-data")
+		b, err := kbsReadInput(c, file)
+		if err != nil {
+			return e, fmt.Errorf("read init-data: %w", err)
+		}
+		doc, err := initdata.Parse(b)
+		if err != nil {
+			return e, fmt.Errorf("%s: %w", file, err)
+		}
+		e.InitData = hex.EncodeToString(doc.Digest())
+	}
+	return e, nil
 }
 
 func kbsTEE(s string) attestation.TEE {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha512"
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/urfave/cli/v2"
 
+	"github.com/cofferhq/coffer/attestation"
 	"github.com/cofferhq/coffer/kbs/config"
 	"github.com/cofferhq/coffer/kbs/daemon"
 	"github.com/cofferhq/coffer/kbs/protocol"
@@ -103,6 +106,34 @@ func TestKBSCommands(t *testing.T) {
 	require.Len(t, rv.Values, 2)
 	_, err = runKBS(t, "", append(append([]string{}, base...), "reference-values", "add", "--tee", "snp", "--measurement", "abc")...)
 	require.Error(t, err)
+
+	// --init-data digests the TOML file exactly as the guest and cc-kbs
+	// do: the document's algorithm over its exact bytes.
+	doc := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"policy.rego\" = \"package agent_policy\"\n"
+	idFile := filepath.Join(dir, "initdata.toml")
+	require.NoError(t, os.WriteFile(idFile, []byte(doc), 0o600))
+	sum := sha512.Sum384([]byte(doc))
+	digest := hex.EncodeToString(sum[:])
+	require.Regexp(t, `^reference-values@v3:sha256:[0-9a-f]{64}: sim init_data `+digest+` \(1 trusted\)\n$`, kbs("", "reference-values", "add", "--tee", "sim", "--init-data", idFile))
+	require.Contains(t, kbs("", "reference-values", "add", "--tee", "sim", "--init-data", idFile), "reference-values@v3:", "the same document again is a no-op")
+	other := strings.Repeat("ef", 32)
+	require.Regexp(t, `^reference-values@v4:sha256:[0-9a-f]{64}: sim init_data `+other+` \(2 trusted\)\n$`, kbs("", "reference-values", "add", "--tee", "sim", "--init-data-digest", strings.ToUpper(other)))
+	require.Contains(t, kbs(`{"tee":"snp","init_data":"`+digest+`"}`, "reference-values", "add", "--from-json", "-"), ": snp init_data "+digest+" (1 trusted)")
+	require.NoError(t, json.Unmarshal([]byte(kbs("", "reference-values", "get")), &rv))
+	require.Equal(t, []string{digest, other}, rv.Values.For(attestation.TEESim).InitData)
+	require.Equal(t, []string{digest}, rv.Values.For(attestation.TEESNP).InitData)
+	for _, bad := range [][]string{
+		{"--init-data", idFile}, // no --tee
+		{"--tee", "sim", "--init-data", idFile, "--measurement", m},    // two values
+		{"--tee", "sim", "--init-data", filepath.Join(dir, "missing")}, // no file
+		{"--tee", "sim", "--init-data", pub},                           // not init-data TOML
+		{"--tee", "sim", "--init-data-digest", "abcd"},                 // wrong length
+	} {
+		_, err = runKBS(t, "", append(append(append([]string{}, base...), "reference-values", "add"), bad...)...)
+		require.Error(t, err, "%v", bad)
+	}
+	require.NoError(t, json.Unmarshal([]byte(kbs("", "reference-values", "get")), &rv))
+	require.Equal(t, uint64(5), rv.Version, "refused entries change nothing")
 
 	pol := filepath.Join(dir, "resource.rego")
 	require.NoError(t, os.WriteFile(pol, []byte("package policy\nimport rego.v1\ndefault allow := false\n"), 0o644))

@@ -12,11 +12,14 @@
 #   input.tcb               snp/sim: {reported, committed, launch} each
 #                           {bootloader, tee, snp, microcode}; tdx: {tee_tcb_svn: [16 ints]}
 #   input.tcb_floor         snp/sim: {bootloader, tee, snp, microcode}; tdx: {tee_tcb_svn}
-#   input.reference_values  {measurements: [hex], min_tcb, min_tee_tcb_svn}
+#   input.reference_values  {measurements: [hex], init_data: [hex], min_tcb, min_tee_tcb_svn}
 #   input.init_data         null, or {algorithm, digest, data} when init-data matched
+#   input.init_data_digest  hex digest of the init-data the evidence binds, or ""
+#                           when the guest sent none
 #
-# Defaults: deny unless the measurement is a reference value, debug is off
-# and every TCB is at or above the floor.
+# Defaults: deny unless the measurement is a reference value, debug is off,
+# every TCB is at or above the floor and, when the reference values list
+# init-data digests for the TEE, the guest's init-data is one of them.
 package policy
 
 import rego.v1
@@ -62,7 +65,31 @@ hardware := 2 if tcb_ok
 else := 32
 
 # configuration 2: "The configuration is a known and approved config."
-configuration := 2 if input.claims.debug == false
+# The init-data (agent policy, KBS and image settings the guest was
+# launched with) is configuration: a host launching the guest with
+# init-data of its own choosing leaves configuration at 96.
+configuration := 2 if {
+	input.claims.debug == false
+	init_data_ok
+}
+
+trusted_init_data := d if {
+	d := input.reference_values.init_data
+	is_array(d)
+} else := []
+
+init_data_digest := object.get(input, "init_data_digest", "")
+
+# Pinned only when configured: with no init-data reference values for the
+# TEE, any init-data (or none) is accepted, as before. Add the digests of
+# the documents you launch guests with (`ccctl kbs reference-values add
+# --tee T --init-data initdata.toml`) for the KBS to enforce them.
+init_data_ok if count(trusted_init_data) == 0
+
+init_data_ok if {
+	init_data_digest != ""
+	init_data_digest in trusted_init_data
+}
 
 tcb_kinds := ["reported", "committed", "launch"]
 
@@ -108,4 +135,16 @@ reasons contains msg if {
 	input.tee == "tdx"
 	not tcb_ok
 	msg := sprintf("TEE_TCB_SVN %v is below the floor %v", [object.get(input.tcb, "tee_tcb_svn", []), input.tcb_floor.tee_tcb_svn])
+}
+
+reasons contains msg if {
+	not init_data_ok
+	init_data_digest != ""
+	msg := sprintf("init-data digest %s is not in the %s reference values (%d trusted)", [init_data_digest, input.tee, count(trusted_init_data)])
+}
+
+reasons contains msg if {
+	not init_data_ok
+	init_data_digest == ""
+	msg := sprintf("no init-data was sent, but the %s reference values pin init-data (%d trusted): the guest must send the init-data it was launched with", [input.tee, count(trusted_init_data)])
 }

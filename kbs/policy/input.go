@@ -18,8 +18,9 @@ import (
 //	  "tcb": {"reported": TCB, "committed": TCB, "launch": TCB}    // snp, sim
 //	         {"tee_tcb_svn": [16 bytes]}                            // tdx
 //	  "tcb_floor": TCB or {"tee_tcb_svn": [16 bytes]},             // effective floor
-//	  "reference_values": {"measurements": [...], "min_tcb": TCB, "min_tee_tcb_svn": "<hex>"},
-//	  "init_data": {"algorithm": "sha256", "digest": "<hex>", "data": {...}} // or null
+//	  "reference_values": {"measurements": [...], "init_data": [...], "min_tcb": TCB, "min_tee_tcb_svn": "<hex>"},
+//	  "init_data": {"algorithm": "sha256", "digest": "<hex>", "data": {...}}, // or null
+//	  "init_data_digest": "<hex>"                                             // or ""
 //	}
 //
 // TCB is {"bootloader", "tee", "snp", "microcode"} (integers). tcb_floor is
@@ -32,6 +33,12 @@ type AttestationInput struct {
 	TCBFloor        *TCBs               `json:"tcb_floor"`
 	ReferenceValues refvalues.TEEValues `json:"reference_values"`
 	InitData        *InitDataInput      `json:"init_data"`
+	// InitDataDigest is the hex of the verified init-data's full digest
+	// (its own algorithm over its exact bytes, equal to InitData.Digest):
+	// set only when the guest sent init-data and the evidence's HOST_DATA
+	// / MRCONFIGID matched it, "" otherwise. The default policy compares it
+	// with reference_values.init_data.
+	InitDataDigest string `json:"init_data_digest"`
 }
 
 // TCBs are TCB levels: the SNP report's three TCB versions decomposed, or
@@ -165,6 +172,7 @@ func (in *AttestationInput) value() map[string]any {
 		"tcb_floor":        tcbsValue(in.TCBFloor),
 		"reference_values": refValue(in.ReferenceValues),
 		"init_data":        nil,
+		"init_data_digest": in.InitDataDigest,
 	}
 	if in.InitData != nil {
 		data := make(map[string]any, len(in.InitData.Data))
@@ -254,6 +262,9 @@ func tcbsValue(t *TCBs) any {
 
 func refValue(rv refvalues.TEEValues) map[string]any {
 	m := map[string]any{"measurements": strs(rv.Measurements)}
+	if len(rv.InitData) > 0 {
+		m["init_data"] = strs(rv.InitData)
+	}
 	if rv.MinTCB != nil {
 		m["min_tcb"] = tcbValue(rv.MinTCB)
 	}

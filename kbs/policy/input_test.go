@@ -52,10 +52,10 @@ func TestAttestationInputValue(t *testing.T) {
 	fillAll(reflect.ValueOf(&full).Elem())
 	full.TEE = attestation.TEESNP
 	full.ReportedTCB = 0xd500000000000004 | 22<<48 // above 2^53: exact numbers matter
-	rv := refvalues.TEEValues{Measurements: []string{"aa"}, MinTCB: &refvalues.TCB{SNP: 3}, MinTeeTCBSVN: "00"}
+	rv := refvalues.TEEValues{Measurements: []string{"aa"}, InitData: []string{"cc"}, MinTCB: &refvalues.TCB{SNP: 3}, MinTeeTCBSVN: "00"}
 	for name, in := range map[string]*AttestationInput{
 		"full": {TEE: attestation.TEESNP, Claims: &full, TCB: TCBsOf(&full), TCBFloor: FloorOf(attestation.TEESNP, rv, nil, ""),
-			ReferenceValues: rv, InitData: &InitDataInput{Algorithm: "sha256", Digest: "ab", Data: map[string]string{"k": "v"}}},
+			ReferenceValues: rv, InitData: &InitDataInput{Algorithm: "sha256", Digest: "ab", Data: map[string]string{"k": "v"}}, InitDataDigest: "ab"},
 		"tdx": {TEE: attestation.TEETDX, Claims: &attestation.Claims{TEE: attestation.TEETDX, TeeTCBSVN: "0102"},
 			TCB: &TCBs{TeeTCBSVN: []int{1, 2}}, TCBFloor: FloorOf(attestation.TEETDX, refvalues.TEEValues{}, nil, "")},
 		"empty": {Claims: &attestation.Claims{}, InitData: &InitDataInput{}},

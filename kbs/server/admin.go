@@ -264,8 +264,9 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request, rest string
 }
 
 // handleReferenceValues serves /kbs/v0/admin/reference-values: GET the
-// current document, POST {"tee", "measurement"} to add one measurement,
-// PUT a whole document to replace it.
+// current document, POST {"tee", "measurement"} or {"tee", "init_data"} to
+// add one measurement or trusted init-data digest, PUT a whole document to
+// replace it.
 func (s *Server) handleReferenceValues(w http.ResponseWriter, r *http.Request, actor string) {
 	ctx := r.Context()
 	switch r.Method {
@@ -292,11 +293,7 @@ func (s *Server) handleReferenceValues(w http.ResponseWriter, r *http.Request, a
 				problem.Write(w, p)
 				return
 			}
-			if _, err := refvalues.NormalizeMeasurement(e.Measurement); err != nil {
-				problem.Write(w, problem.New(problem.BadRequest, err.Error()))
-				return
-			}
-			if _, err := (refvalues.Values{}).Add(e); err != nil {
+			if err := e.Check(); err != nil {
 				problem.Write(w, problem.New(problem.BadRequest, err.Error()))
 				return
 			}

@@ -151,6 +151,12 @@ func TestReferenceValuesAdmin(t *testing.T) {
 	requireProblem(t, err, "bad-request", http.StatusBadRequest)
 	_, err = h.admin.AddReferenceValue(ctx, refvalues.Entry{TEE: "sgx", Measurement: m})
 	requireProblem(t, err, "bad-request", http.StatusBadRequest)
+	_, err = h.admin.AddReferenceValue(ctx, refvalues.Entry{TEE: "snp", InitData: "abcd"})
+	requireProblem(t, err, "bad-request", http.StatusBadRequest)
+	_, err = h.admin.AddReferenceValue(ctx, refvalues.Entry{TEE: "snp", Measurement: m, InitData: strings.Repeat("ab", 32)})
+	requireProblem(t, err, "bad-request", http.StatusBadRequest)
+	_, err = h.admin.SetReferenceValues(ctx, []byte(`{"snp":{"measurements":[],"init_data":["zz"]}}`))
+	requireProblem(t, err, "bad-request", http.StatusBadRequest)
 	_, err = h.admin.SetReferenceValues(ctx, []byte(`{"snp":{"measurements":["zz"]}}`))
 	requireProblem(t, err, "bad-request", http.StatusBadRequest)
 	_, err = h.admin.SetReferenceValues(ctx, []byte(`{"snp":{"unknown":1}}`))
@@ -162,6 +168,18 @@ func TestReferenceValuesAdmin(t *testing.T) {
 	hist, err := h.admin.History(ctx, adminclient.KindReferenceValues)
 	require.NoError(t, err)
 	require.Len(t, hist, 1)
+
+	// An init-data digest is versioned and audited like a measurement.
+	d := strings.Repeat("CD", 48)
+	v, err = h.admin.AddReferenceValue(ctx, refvalues.Entry{TEE: "snp", InitData: d})
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), v.Version)
+	require.Equal(t, []string{strings.ToLower(d)}, v.Values[attestation.TEESNP].InitData)
+	require.Equal(t, []string{strings.ToLower(m)}, v.Values[attestation.TEESNP].Measurements)
+	audit, err := h.admin.Audit(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, "reference-values", audit[0].Kind)
+	require.Equal(t, uint64(2), audit[0].Version)
 }
 
 func TestAdminResourceReadBack(t *testing.T) {

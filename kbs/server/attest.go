@@ -135,7 +135,10 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		ReferenceValues: rv,
 	}
 	if idResult != nil {
-		in.InitData = &policy.InitDataInput{Algorithm: idResult.Algorithm, Digest: hex.EncodeToString(idResult.Digest), Data: idResult.Data}
+		// The verifier has checked HOST_DATA / MRCONFIGID against this
+		// digest (opts.HostData), so it is the init-data the TEE launched with.
+		in.InitDataDigest = hex.EncodeToString(idResult.Digest)
+		in.InitData = &policy.InitDataInput{Algorithm: idResult.Algorithm, Digest: in.InitDataDigest, Data: idResult.Data}
 	}
 	appraisal, err := attPol.p.Evaluate(ctx, in)
 	if err != nil {
