@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -28,7 +29,21 @@ import (
 // version is cc-agent's version, reported by Health.
 const version = "v0.1.0"
 
+// memoryLimit is the Go runtime's soft memory limit for cc-agent, 24 MiB
+// (runtime/debug.SetMemoryLimit: heap, stacks and runtime metadata; not the
+// binary's mapped text). The guest is small and the agent shares it with
+// the workload: with the limit the collector runs harder as the agent's
+// heap nears it (an image pull, policy compilation at start and at
+// InitSandbox) instead of letting the heap double under GOGC=100, and the
+// scavenger returns freed pages to the guest sooner. It is soft: the
+// agent never fails for exceeding it. A GOMEMLIMIT environment variable
+// (from the kernel command line) overrides it.
+const memoryLimit = 24 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	fmt.Println(bootlog.AgentStarting)
 	if err := run(); err != nil {
 		fmt.Printf("%s %v\n", bootlog.AgentFatal, err)

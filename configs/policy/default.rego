@@ -242,43 +242,57 @@ args_mismatches(c) := {msg} if {
 # has no env of its own.
 default_path_env := "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+# The mismatch functions below take set differences (or check a fast path
+# first), so a spec that matches costs a few set constructions, and only
+# the entries left over are formatted into messages. This keeps a
+# CreateContainer decision well under 1 ms (docs/performance.md).
+
+spec_env := as_set(object.get(process, "env", []))
+
 env_mismatches(c) := set() if {
 	object.get(c, "env", null) == null
 } else := missing | extra if {
-	got := object.get(process, "env", [])
-	missing := {sprintf("env %q pinned by the policy is missing", [e]) | some e in c.env; not e in got}
-	extra := {sprintf("env %q is not allowed by the policy", [e]) | some e in got; not env_allowed(c, e)}
+	pinned := as_set(c.env)
+	missing := {sprintf("env %q pinned by the policy is missing", [e]) | some e in pinned - spec_env}
+	plain := (pinned | as_set(image_list("env"))) | {default_path_env}
+	extra := {sprintf("env %q is not allowed by the policy", [e]) | some e in spec_env - plain; not env_regex_allowed(c, e)}
 }
 
-env_allowed(c, e) if e in c.env
-
-env_allowed(_, e) if e in image_list("env")
-
-env_allowed(_, e) if e == default_path_env
-
-env_allowed(c, e) if {
+env_regex_allowed(c, e) if {
 	some r in object.get(c, "env_regex", [])
 	regex.match(r, e)
 }
 
+spec_mounts := object.get(spec, "mounts", [])
+
+# spec_mount_keys are the spec's mounts as mount_key tuples.
+spec_mount_keys := {mount_key(m) | some m in spec_mounts}
+
+# spec_mount_set are the spec's mounts, for the fast path: each is exactly
+# (same options in the same order) a pinned mount.
+spec_mount_set := {m | some m in spec_mounts}
+
 mount_mismatches(c) := set() if {
 	object.get(c, "mounts", null) == null
+} else := set() if {
+	object.subset(c.mounts, spec_mount_set)
 } else := {msg |
-	some m in object.get(spec, "mounts", [])
-	not mount_allowed(c, m)
+	bad := spec_mount_keys - {mount_key(p) | some p in c.mounts}
+	count(bad) > 0
+	some m in spec_mounts
+	mount_key(m) in bad
 	msg := sprintf("mount %s (%s from %s, options %v) is not allowed by the policy", [
 		object.get(m, "destination", ""), object.get(m, "type", ""),
 		object.get(m, "source", ""), object.get(m, "options", []),
 	])
 }
 
-mount_allowed(c, m) if {
-	some p in c.mounts
-	object.get(m, "destination", "") == object.get(p, "destination", "")
-	object.get(m, "type", "") == object.get(p, "type", "")
-	object.get(m, "source", "") == object.get(p, "source", "")
-	as_set(object.get(m, "options", [])) == as_set(object.get(p, "options", []))
-}
+# mount_key identifies a mount by destination, type, source and options
+# (as a set): a spec mount is allowed when a pinned mount has its key.
+mount_key(m) := [
+	object.get(m, "destination", ""), object.get(m, "type", ""),
+	object.get(m, "source", ""), as_set(object.get(m, "options", [])),
+]
 
 as_set(xs) := {x | some x in xs}
 
@@ -297,11 +311,25 @@ privilege_mismatches(c) := set() if {
 	device_rules := device_rule_mismatches(p)
 }
 
-capability_mismatches(p) := {msg |
-	caps := object.get(process, "capabilities", {})
+spec_capabilities := object.get(process, "capabilities", {})
+
+# spec_capability_names is every capability in any of the spec's sets.
+spec_capability_names := {cap | some set_name in capability_sets; some cap in object.get(spec_capabilities, set_name, [])}
+
+# spec_capability_lists are the spec's capability sets, sorted (usually
+# one list: bounding, effective and permitted are the same).
+spec_capability_lists := {sort(caps) | some caps in spec_capabilities}
+
+# Fast path: every capability set of the spec is empty or holds exactly the
+# pinned capabilities (what `ccctl policy generate` pins).
+capability_mismatches(p) := set() if {
+	count(spec_capability_lists - {[], sort(object.get(p, "capabilities", []))}) == 0
+} else := {msg |
+	bad := spec_capability_names - as_set(object.get(p, "capabilities", []))
+	count(bad) > 0
 	some set_name in capability_sets
-	some cap in object.get(caps, set_name, [])
-	not cap in object.get(p, "capabilities", [])
+	some cap in object.get(spec_capabilities, set_name, [])
+	cap in bad
 	msg := sprintf("capability %s (%s set) is not allowed by the policy", [cap, set_name])
 }
 
@@ -318,25 +346,28 @@ user_mismatches(p) := {msg} if {
 	msg := sprintf("process.user is %d:%d: the policy pins %d:%d", [object.get(got, "uid", 0), object.get(got, "gid", 0), want.uid, want.gid])
 } else := set()
 
-namespace_mismatches(p) := missing | joined if {
-	got := object.get(linux, "namespaces", [])
+spec_namespaces := object.get(linux, "namespaces", [])
+
+# spec_new_namespaces are the types of the spec's namespaces that are new
+# (join no path).
+spec_new_namespaces := {ns.type | some ns in spec_namespaces; object.get(ns, "path", "") == ""}
+
+spec_joined_namespaces := {sprintf("namespace %s joins %s: the policy allows no namespace paths", [object.get(ns, "type", ""), ns.path]) |
+	some ns in spec_namespaces
+	object.get(ns, "path", "") != ""
+}
+
+namespace_mismatches(p) := missing | spec_joined_namespaces if {
 	missing := {sprintf("namespace %s is not a new namespace: the policy requires one", [t]) |
-		some t in object.get(p, "namespaces", [])
-		not new_namespace(got, t)
-	}
-	joined := {sprintf("namespace %s joins %s: the policy allows no namespace paths", [object.get(ns, "type", ""), ns.path]) |
-		some ns in got
-		object.get(ns, "path", "") != ""
+		some t in as_set(object.get(p, "namespaces", [])) - spec_new_namespaces
 	}
 }
 
-new_namespace(got, t) if {
-	some ns in got
-	ns.type == t
-	object.get(ns, "path", "") == ""
-}
-
-path_mismatches(p) := masked | readonly if {
+# Fast path: the spec keeps every pinned path.
+path_mismatches(p) := set() if {
+	object.subset(object.get(linux, "maskedPaths", []), as_set(object.get(p, "masked_paths", [])))
+	object.subset(object.get(linux, "readonlyPaths", []), as_set(object.get(p, "readonly_paths", [])))
+} else := masked | readonly if {
 	masked := {sprintf("masked path %s was removed: the policy requires it", [x]) |
 		some x in object.get(p, "masked_paths", [])
 		not x in object.get(linux, "maskedPaths", [])

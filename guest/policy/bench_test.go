@@ -42,25 +42,29 @@ func benchSpec(b *testing.B) []byte {
 	return raw
 }
 
+// benchData pins one container: image, args, env, mounts and privileges
+// of benchSpec.
+var benchData = Data{Containers: []Container{{
+	Name:    "app",
+	Image:   &ImagePin{Name: "docker.io/library/busybox", Digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+	Command: []string{"sh", "-c", "echo hi"},
+	Env:     []string{"GREETING=hi"},
+	Mounts: []Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+	},
+	Privileges: &Privileges{
+		Capabilities:    []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"},
+		NoNewPrivileges: true,
+		Namespaces:      []string{"pid", "ipc", "uts", "mount", "network"},
+		MaskedPaths:     []string{"/proc/acpi", "/proc/kcore"},
+	},
+}}}
+
 func benchEngine(b *testing.B) *Engine {
-	pinned, err := Render(Data{Containers: []Container{{
-		Name:    "app",
-		Image:   &ImagePin{Name: "docker.io/library/busybox", Digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"},
-		Command: []string{"sh", "-c", "echo hi"},
-		Env:     []string{"GREETING=hi"},
-		Mounts: []Mount{
-			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-		},
-		Privileges: &Privileges{
-			Capabilities:    []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"},
-			NoNewPrivileges: true,
-			Namespaces:      []string{"pid", "ipc", "uts", "mount", "network"},
-			MaskedPaths:     []string{"/proc/acpi", "/proc/kcore"},
-		},
-	}}})
+	pinned, err := Render(benchData)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -103,9 +103,9 @@ func (e *Engine) Allow(ctx context.Context, method string, req proto.Message) er
 	return err
 }
 
-// allow is Allow that also returns the request as input JSON, for state
-// updates after the request succeeded.
-func (e *Engine) allow(ctx context.Context, method string, req proto.Message) (map[string]any, error) {
+// allow is Allow that also returns input.request, for state updates after
+// the request succeeded.
+func (e *Engine) allow(ctx context.Context, method string, req proto.Message) (ast.Value, error) {
 	rule := string(req.ProtoReflect().Descriptor().Name())
 	if method != "" {
 		m, ok := e.methods[method]
@@ -120,11 +120,24 @@ func (e *Engine) allow(ctx context.Context, method string, req proto.Message) (m
 	if err != nil {
 		return nil, fmt.Errorf("policy check of %s: %w: %w", rule, err, errdefs.ErrInvalidArgument)
 	}
-	return r, e.decide(ctx, rule, r)
+	rv, err := ast.InterfaceToValue(r)
+	if err != nil {
+		return nil, &DeniedError{Request: rule, Rule: Package + "." + rule, Cause: fmt.Errorf("convert policy input: %w", err)}
+	}
+	return rv, e.decideValue(ctx, rule, rv)
 }
 
 // decide evaluates rule on input {request_type, request, state}.
 func (e *Engine) decide(ctx context.Context, rule string, request map[string]any) error {
+	rv, err := ast.InterfaceToValue(request)
+	if err != nil {
+		return &DeniedError{Request: rule, Rule: Package + "." + rule, Cause: fmt.Errorf("convert policy input: %w", err)}
+	}
+	return e.decideValue(ctx, rule, rv)
+}
+
+// decideValue is decide with input.request already an OPA value.
+func (e *Engine) decideValue(ctx context.Context, rule string, request ast.Value) error {
 	p := e.policy.Load()
 	q, ok := p.rules[rule]
 	if !ok {
@@ -143,18 +156,14 @@ func (e *Engine) decide(ctx context.Context, rule string, request map[string]any
 	return d
 }
 
-func (e *Engine) input(rule string, request map[string]any) (ast.Value, error) {
+func (e *Engine) input(rule string, request ast.Value) (ast.Value, error) {
 	st, err := e.state.value()
 	if err != nil {
 		return nil, err
 	}
-	rv, err := ast.InterfaceToValue(request)
-	if err != nil {
-		return nil, fmt.Errorf("convert policy input: %w", err)
-	}
 	return ast.NewObject(
 		ast.Item(ast.StringTerm("request_type"), ast.StringTerm(rule)),
-		ast.Item(ast.StringTerm("request"), ast.NewTerm(rv)),
+		ast.Item(ast.StringTerm("request"), ast.NewTerm(request)),
 		ast.Item(ast.StringTerm("state"), ast.NewTerm(st)),
 	), nil
 }

@@ -6,6 +6,7 @@ import (
 	agent "github.com/cofferhq/coffer/api/agent/v1"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // UnaryServerInterceptor returns the ttrpc interceptor that puts every
@@ -42,14 +43,21 @@ func (e *Engine) UnaryServerInterceptor() ttrpc.UnaryServerInterceptor {
 }
 
 // observe updates the state after a request succeeded.
-func (e *Engine) observe(req, resp any, in map[string]any) {
+func (e *Engine) observe(req, resp any, in ast.Value) {
 	switch r := req.(type) {
 	case *agent.PullImageRequest:
 		if pr, ok := resp.(*agent.PullImageResponse); ok {
 			e.state.pulled(r, pr)
 		}
 	case *agent.CreateContainerRequest:
-		spec, _ := in["oci_spec"].(map[string]any)
+		var spec *ast.Term
+		if o, ok := in.(ast.Object); ok {
+			if t := o.Get(ast.StringTerm("oci_spec")); t != nil {
+				if _, isObj := t.Value.(ast.Object); isObj {
+					spec = t
+				}
+			}
+		}
 		e.state.created(r.GetContainerId(), spec)
 	case *agent.RemoveContainerRequest:
 		if r.GetExecId() == "" {

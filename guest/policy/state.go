@@ -1,22 +1,22 @@
 package policy
 
 import (
-	"fmt"
 	"sync"
 
 	agent "github.com/cofferhq/coffer/api/agent/v1"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// containerState is what the engine saw succeed for one container ID.
+// containerState is what the engine saw succeed for one container ID, as
+// OPA terms converted once, when the request succeeded.
 type containerState struct {
-	image   map[string]any // from PullImage, nil before
-	ociSpec map[string]any // canonical spec from CreateContainer, nil before
+	image   *ast.Term // from PullImage, nil before
+	ociSpec *ast.Term // canonical spec object from CreateContainer, nil before
 }
 
 // state is the policy's input.state, kept across requests. The ast value
-// is rebuilt only after a change, so requests that change nothing pay
-// nothing for it.
+// is rebuilt only after a change, and then only its top levels: each
+// container's image and spec terms are shared, never converted again.
 type state struct {
 	mu         sync.Mutex
 	containers map[string]*containerState
@@ -27,30 +27,31 @@ func newState() *state {
 	return &state{containers: make(map[string]*containerState)}
 }
 
-// value returns input.state as an OPA value.
+// value returns input.state as an OPA value: {"containers": {<id>:
+// {"image": ..., "created": bool, "oci_spec": ...}}}.
 func (s *state) value() (ast.Value, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cached != nil {
 		return s.cached, nil
 	}
-	cs := make(map[string]any, len(s.containers))
+	cs := make([][2]*ast.Term, 0, len(s.containers))
 	for id, c := range s.containers {
-		e := map[string]any{"image": nil, "created": c.ociSpec != nil, "oci_spec": nil}
+		image, spec := ast.NullTerm(), ast.NullTerm()
 		if c.image != nil {
-			e["image"] = c.image
+			image = c.image
 		}
 		if c.ociSpec != nil {
-			e["oci_spec"] = c.ociSpec
+			spec = c.ociSpec
 		}
-		cs[id] = e
+		cs = append(cs, ast.Item(ast.StringTerm(id), ast.ObjectTerm(
+			ast.Item(ast.StringTerm("image"), image),
+			ast.Item(ast.StringTerm("created"), ast.BooleanTerm(c.ociSpec != nil)),
+			ast.Item(ast.StringTerm("oci_spec"), spec),
+		)))
 	}
-	v, err := ast.InterfaceToValue(map[string]any{"containers": cs})
-	if err != nil {
-		return nil, fmt.Errorf("convert policy state: %w", err)
-	}
-	s.cached = v
-	return v, nil
+	s.cached = ast.NewObject(ast.Item(ast.StringTerm("containers"), ast.ObjectTerm(cs...)))
+	return s.cached, nil
 }
 
 func (s *state) get(id string) *containerState {
@@ -69,9 +70,7 @@ func (s *state) pulled(req *agent.PullImageRequest, resp *agent.PullImageRespons
 		return
 	}
 	cfg := parseImageConfig(resp.GetImageConfig())
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.get(req.GetContainerId()).image = map[string]any{
+	v, err := ast.InterfaceToValue(map[string]any{
 		"name":            img.Name,
 		"reference":       req.GetReference(),
 		"digest":          img.Digest,
@@ -83,12 +82,20 @@ func (s *state) pulled(req *agent.PullImageRequest, resp *agent.PullImageRespons
 			"working_dir": cfg.WorkingDir,
 			"user":        cfg.User,
 		},
+	})
+	if err != nil { // strings and string lists always convert
+		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.get(req.GetContainerId()).image = ast.NewTerm(v)
 	s.cached = nil
 }
 
-// created records a successful CreateContainer with its canonical spec.
-func (s *state) created(id string, spec map[string]any) {
+// created records a successful CreateContainer with its canonical spec
+// (the oci_spec term of the request the policy admitted; nil when it had
+// none).
+func (s *state) created(id string, spec *ast.Term) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.get(id).ociSpec = spec
