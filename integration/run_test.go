@@ -234,7 +234,7 @@ func TestWhiteoutsAreApplied(t *testing.T) {
 }
 
 func TestSmallVMFromShimConfig(t *testing.T) {
-	const mib = 128
+	const mib = 160
 	e := newEnv(t, shortTest, memoryConfig(mib))
 	ref := e.busybox()
 	out, err := e.run([]string{"--rm"}, ref, newID("mem"), "cat", "/proc/meminfo")

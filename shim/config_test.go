@@ -45,7 +45,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 func TestLoadConfigValues(t *testing.T) {
 	cfg, err := LoadConfig(writeConfig(t, `
 [hypervisor]
-memory_mib = 128
+memory_mib = 192
 vcpus = 2
 accel = "tcg"
 guest_dir = "/g"
@@ -58,7 +58,7 @@ forwards = ["127.0.0.1:5000"]
 insecure = ["127.0.0.1:5000"]
 `))
 	require.NoError(t, err)
-	require.Equal(t, 128, cfg.Hypervisor.MemoryMiB)
+	require.Equal(t, 192, cfg.Hypervisor.MemoryMiB)
 	require.Equal(t, 2, cfg.Hypervisor.VCPUs)
 	require.Equal(t, "tcg", cfg.Hypervisor.Accel)
 	require.Equal(t, "/g/vmlinuz", cfg.Hypervisor.KernelPath)
@@ -92,7 +92,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad forward", "[network]\nforwards = [\"registry:5000\"]\n", []string{"network.forwards", "registry:5000", "ip:port"}},
 		{"bad port", "[network]\nforwards = [\"127.0.0.1:0\"]\n", []string{"network.forwards", "1-65535"}},
 		{"syntax", "[hypervisor\n", []string{"line 1"}},
-		{"memory too small", "[hypervisor]\nmemory_mib = 96\n", []string{"hypervisor.memory_mib = 96", "at least 128"}},
+		{"memory too small", "[hypervisor]\nmemory_mib = 144\n", []string{"hypervisor.memory_mib = 144", "at least 160"}},
 		{"negative vcpus", "[hypervisor]\nvcpus = -1\n", []string{"hypervisor.vcpus = -1", "1 to"}},
 		{"negative boot timeout", "[agent]\nboot_timeout = \"-1s\"\n", []string{"agent.boot_timeout = -1s", "positive"}},
 		{"negative pull timeout", "[agent]\npull_timeout = \"-5s\"\n", []string{"agent.pull_timeout = -5s", "positive"}},

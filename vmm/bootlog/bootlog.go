@@ -45,6 +45,10 @@ var (
 	// ansiEscape matches the terminal control sequences SeaBIOS and the
 	// kernel's boot stub print (ESC c, CSI sequences such as ESC[2J).
 	ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_]|c)`)
+	// outOfMemory are console messages that show the guest running out
+	// of RAM while it boots: the kernel failing to unpack the initramfs
+	// into memory, and the OOM killer.
+	outOfMemory = []string{"Initramfs unpacking failed", "Out of memory", "invoked oom-killer"}
 	// printkTime matches a kernel message's timestamp, "[    0.000000]".
 	printkTime = regexp.MustCompile(`^\[\s*\d+\.\d+\]`)
 )
@@ -52,7 +56,9 @@ var (
 // Describe returns one line saying how far the boot recorded in log got,
 // checking in this order:
 //   - "cc-agent started but failed: <reason>" (an AgentFatal line);
-//   - "kernel panicked: <panic line>";
+//   - "kernel panicked: <panic line>", followed by "; the guest ran out of
+//     memory while booting (<evidence>): give the VM more RAM" when the
+//     console shows the initramfs failing to unpack or the OOM killer;
 //   - "cc-agent is listening, but the host could not connect to it: ...";
 //   - "cc-agent started but never began listening: <last lines>";
 //   - "kernel booted, cc-agent never started: <last lines>", when the log
@@ -71,7 +77,7 @@ func Describe(log []byte) string {
 		return "no console output: the firmware or kernel never started (check accel and kernel)"
 	}
 	var starting, listening, kernel bool
-	panicLine := ""
+	panicLine, oomLine := "", ""
 	for _, l := range lines {
 		switch {
 		case strings.Contains(l, AgentFatal):
@@ -89,11 +95,21 @@ func Describe(log []byte) string {
 		if i := strings.Index(l, "Kernel panic"); i >= 0 && panicLine == "" {
 			panicLine = l[i:]
 		}
+		if oomLine == "" {
+			for _, m := range outOfMemory {
+				if i := strings.Index(l, m); i >= 0 {
+					oomLine = l[i:]
+					break
+				}
+			}
+		}
 		if !kernel && (strings.Contains(l, "Linux version") || printkTime.MatchString(l) || strings.HasPrefix(l, "Probing EDD")) {
 			kernel = true
 		}
 	}
 	switch {
+	case panicLine != "" && oomLine != "":
+		return "kernel panicked: " + panicLine + "; the guest ran out of memory while booting (" + oomLine + "): give the VM more RAM (hypervisor.memory_mib, or the pod's memory limit)"
 	case panicLine != "":
 		return "kernel panicked: " + panicLine
 	case listening:

@@ -52,7 +52,10 @@ func TestDescribe(t *testing.T) {
 		{"agent listening", seabios + kernel + AgentStarting + "\r\n" + AgentListening + " on virtio-serial agent.0\r\n",
 			"cc-agent is listening, but the host could not connect to it*"},
 		{"listening then panic", kernel + AgentStarting + "\n" + AgentListening + "\n[    9.000000] Kernel panic - not syncing: Out of memory and no killable processes...\n",
-			"kernel panicked: Kernel panic - not syncing: Out of memory and no killable processes..."},
+			"kernel panicked: Kernel panic - not syncing: Out of memory and no killable processes...; the guest ran out of memory while booting (Out of memory and no killable processes...): give the VM more RAM (hypervisor.memory_mib, or the pod's memory limit)"},
+		// The console of the Coffer guest booted in 128 MiB under TCG.
+		{"initramfs too big for RAM", kernel + "[    2.047490] Initramfs unpacking failed: write error\ncc-agent: starting\n[    3.272851] init invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0, oom_score_adj=0\n[    3.285302] Out of memory and no killable processes...\n[    3.285542] Kernel panic - not syncing: System is deadlocked on memory\n",
+			"kernel panicked: Kernel panic - not syncing: System is deadlocked on memory; the guest ran out of memory while booting (Initramfs unpacking failed: write error): give the VM more RAM (hypervisor.memory_mib, or the pod's memory limit)"},
 		{"long line is cut", "[    1.000000] " + strings.Repeat("x", 300) + "\n",
 			"kernel booted, cc-agent never started: [    1.000000] " + strings.Repeat("x", 240-15) + "..."},
 	}

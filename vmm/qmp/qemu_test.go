@@ -2,6 +2,7 @@ package qmp
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,13 +33,17 @@ func startQEMU(t *testing.T) (string, *exec.Cmd) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	// The socket file appears at bind, before QEMU listens: wait until a
+	// connection is accepted, not until the file exists.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := os.Stat(path); err == nil {
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			conn.Close()
 			return path, cmd
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("qemu did not create %s within 5s", path)
+			t.Fatalf("qemu did not accept connections on %s within 5s: %v", path, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
