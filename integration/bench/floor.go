@@ -165,7 +165,9 @@ func (b *Bench) runFloor(ctx context.Context, i int) (*FloorSample, error) {
 		}
 	}
 	total := time.Since(start)
-	console.poll(time.Now())
+	// Lines first seen after QEMU exited were written before it exited:
+	// stamp them with the exit time, not with the moment of this read.
+	console.poll(start.Add(total))
 	text := console.text()
 	if waitErr != nil {
 		if ctx.Err() != nil {
