@@ -41,6 +41,9 @@ revocation = "required"
 min_tee_tcb_svn = "0300000000000000000000000000000A"
 [tee.sim]
 root_pem = "/etc/cc-kbs/sim-root.pem"
+[runtime]
+gc_percent = 200
+memory_limit_mib = 512
 `))
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:9443", c.Listen)
@@ -48,6 +51,7 @@ root_pem = "/etc/cc-kbs/sim-root.pem"
 	require.Equal(t, TCB{Bootloader: 3, SNP: 8, Microcode: 115}, c.TEE.SNP.MinTCB)
 	require.Equal(t, RevocationRequired, c.TEE.SNP.Revocation)
 	require.Equal(t, "0300000000000000000000000000000a", c.TEE.TDX.MinTeeTCBSVN)
+	require.Equal(t, Runtime{GCPercent: 200, MemoryLimitMiB: 512}, c.Runtime)
 	require.Equal(t, "/srv/kbs/kbs.db", c.DBPath())
 	cert, key, gen := c.TLSPaths()
 	require.True(t, gen)
@@ -70,6 +74,9 @@ func TestLoadRejects(t *testing.T) {
 		"no tee":         "[tee.snp]\nenabled = false\n[tee.tdx]\nenabled = false\n",
 		"tcb range":      "[tee.snp]\nmin_tcb = { bootloader = 300 }\n",
 		"insecure knob":  "insecure_http = true\n",
+		"gc off":         "[runtime]\ngc_percent = -1\n",
+		"gc huge":        "[runtime]\ngc_percent = 100000\n",
+		"negative limit": "[runtime]\nmemory_limit_mib = -1\n",
 	} {
 		_, err := Load(write(t, s))
 		require.Error(t, err, name)
