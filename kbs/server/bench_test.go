@@ -131,8 +131,10 @@ func benchServerCPU(b *testing.B, h *harness, conc int) {
 	cfg, _ := json.Marshal(guestConfig{URL: h.ts.URL, CertPEM: string(cert), SimDir: simDir, N: b.N, Clients: conc})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchGuestProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), guestEnv+"="+string(cfg))
-	var out bytes.Buffer
-	cmd.Stderr = &out
+	// out collects the child's stdout (read here), errOut its stderr
+	// (copied by exec's goroutine): separate buffers, no shared writes.
+	var out, errOut bytes.Buffer
+	cmd.Stderr = &errOut
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -170,7 +172,7 @@ func benchServerCPU(b *testing.B, h *harness, conc int) {
 	cpuResources := cpuTime(b) - cpu1
 	b.StopTimer()
 	if err != nil || !reached {
-		b.Fatalf("guest process: %v (handshake phase completed: %v)\n%s", err, reached, out.String())
+		b.Fatalf("guest process: %v (handshake phase completed: %v)\n%s%s", err, reached, out.String(), errOut.String())
 	}
 	_, cpuPerVerify := p384VerifyRate(b, time.Second)
 	perHandshake := cpuHandshakes / time.Duration(b.N)
