@@ -1,8 +1,10 @@
 package config
 
 import (
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -85,4 +87,23 @@ func TestLoadRejects(t *testing.T) {
 	require.ErrorContains(t, err, `: tee.snp.revocation "sometimes": want "if-available", "required" or "off"`)
 	_, err = Load(filepath.Join(t.TempDir(), "missing.toml"))
 	require.Error(t, err)
+}
+
+// TestRuntimeApply: Apply sets the collector target and the soft memory
+// limit, and leaves each alone when its environment variable is set.
+func TestRuntimeApply(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	Runtime{GCPercent: 250, MemoryLimitMiB: 64}.Apply()
+	require.Equal(t, 250, debug.SetGCPercent(100))
+	require.Equal(t, int64(64<<20), debug.SetMemoryLimit(math.MaxInt64))
+
+	t.Setenv("GOGC", "100")
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	Runtime{GCPercent: 250, MemoryLimitMiB: 64}.Apply()
+	require.Equal(t, 100, debug.SetGCPercent(100))
+	require.Equal(t, int64(math.MaxInt64), debug.SetMemoryLimit(-1))
 }
