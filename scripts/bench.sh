@@ -50,18 +50,19 @@ kbs_bench() {
 			if (!(n in seen)) continue
 			printf "  %-8s %13.0f %8.2f %8.2f %17.0f %12.1f%% %12.1f%% %13.1f%%\n", cs[j], m[n, "handshakes/s"], m[n, "p50-ms"], m[n, "p99-ms"], m[n, "floor-verifies/s"], m[n, "%-of-floor"], m[n, "cpu-%-of-floor"], m[n, "verify-%-of-cpu"]
 		}
-		printf "  server alone (guests in a child process):\n"
-		printf "  %-8s %24s %22s %22s %23s\n", "clients", "server CPU ms/handshake", "server CPU %-of-floor", "verify % server CPU", "guest CPU ms/handshake"
-		best = 0
+		printf "  server alone (guests in a child process; handshake = auth + attest, the resource fetch measured after it):\n"
+		printf "  %-8s %24s %22s %22s %23s %23s %26s\n", "clients", "server CPU ms/handshake", "server CPU %-of-floor", "verify % server CPU", "guest CPU ms/handshake", "server CPU ms/resource", "verify % CPU with resource"
+		worst = -1; judged = ""
 		k = split("16 64", cs, " ")
 		for (j = 1; j <= k; j++) {
 			n = "server-cpu/clients=" cs[j]
 			if (!(n in seen)) continue
-			v = m[n, "verify-%-of-server-cpu"]; if (v > best) best = v
-			printf "  %-8s %24.3f %21.1f%% %21.1f%% %23.3f\n", cs[j], m[n, "server-cpu-ms/handshake"], m[n, "server-cpu-%-of-floor"], v, m[n, "guest-cpu-ms/handshake"]
+			v = m[n, "verify-%-of-server-cpu"]; if (worst < 0 || v < worst) worst = v
+			judged = judged (judged == "" ? "" : ", ") sprintf("%.1f%% at %s clients", v, cs[j])
+			printf "  %-8s %24.3f %21.1f%% %21.1f%% %23.3f %23.3f %25.1f%%\n", cs[j], m[n, "server-cpu-ms/handshake"], m[n, "server-cpu-%-of-floor"], v, m[n, "guest-cpu-ms/handshake"], m[n, "server-cpu-ms/resource"], m[n, "verify-%-of-server-cpu-with-resource"]
 		}
 		printf "  bare ECDSA P-384 verify, all CPUs: %.0f verifies/s\n", m["ecdsa-p384-verify", "verifies/s"]
-		printf "  target: handshakes >= 60%% of the verify rate on the same CPUs (share of the server CPU in the verify): %.1f%%: %s\n", best, (best >= 60 ? "met" : "MISSED")
+		printf "  target: handshakes >= 60%% of the verify rate on the same CPUs (share of the server CPU in the verify, every client count): %s: %s\n", judged, (worst >= 60 ? "met" : "MISSED")
 	}' "$out"
 	# KBS_BENCH_RAW=FILE keeps go test's output (e.g. for docs/performance.md).
 	if [[ -n ${KBS_BENCH_RAW:-} ]]; then cp "$out" "$KBS_BENCH_RAW"; fi

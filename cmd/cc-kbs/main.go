@@ -58,6 +58,7 @@ func newApp() *cli.App {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
+			cfg.Runtime.Apply()
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return daemon.Run(ctx, daemon.Options{Config: cfg, InsecureHTTP: c.Bool("insecure-http")})

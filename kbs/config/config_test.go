@@ -1,8 +1,10 @@
 package config
 
 import (
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -41,6 +43,9 @@ revocation = "required"
 min_tee_tcb_svn = "0300000000000000000000000000000A"
 [tee.sim]
 root_pem = "/etc/cc-kbs/sim-root.pem"
+[runtime]
+gc_percent = 200
+memory_limit_mib = 512
 `))
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:9443", c.Listen)
@@ -48,6 +53,7 @@ root_pem = "/etc/cc-kbs/sim-root.pem"
 	require.Equal(t, TCB{Bootloader: 3, SNP: 8, Microcode: 115}, c.TEE.SNP.MinTCB)
 	require.Equal(t, RevocationRequired, c.TEE.SNP.Revocation)
 	require.Equal(t, "0300000000000000000000000000000a", c.TEE.TDX.MinTeeTCBSVN)
+	require.Equal(t, Runtime{GCPercent: 200, MemoryLimitMiB: 512}, c.Runtime)
 	require.Equal(t, "/srv/kbs/kbs.db", c.DBPath())
 	cert, key, gen := c.TLSPaths()
 	require.True(t, gen)
@@ -70,6 +76,9 @@ func TestLoadRejects(t *testing.T) {
 		"no tee":         "[tee.snp]\nenabled = false\n[tee.tdx]\nenabled = false\n",
 		"tcb range":      "[tee.snp]\nmin_tcb = { bootloader = 300 }\n",
 		"insecure knob":  "insecure_http = true\n",
+		"gc off":         "[runtime]\ngc_percent = -1\n",
+		"gc huge":        "[runtime]\ngc_percent = 100000\n",
+		"negative limit": "[runtime]\nmemory_limit_mib = -1\n",
 	} {
 		_, err := Load(write(t, s))
 		require.Error(t, err, name)
@@ -78,4 +87,23 @@ func TestLoadRejects(t *testing.T) {
 	require.ErrorContains(t, err, `: tee.snp.revocation "sometimes": want "if-available", "required" or "off"`)
 	_, err = Load(filepath.Join(t.TempDir(), "missing.toml"))
 	require.Error(t, err)
+}
+
+// TestRuntimeApply: Apply sets the collector target and the soft memory
+// limit, and leaves each alone when its environment variable is set.
+func TestRuntimeApply(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	Runtime{GCPercent: 250, MemoryLimitMiB: 64}.Apply()
+	require.Equal(t, 250, debug.SetGCPercent(100))
+	require.Equal(t, int64(64<<20), debug.SetMemoryLimit(math.MaxInt64))
+
+	t.Setenv("GOGC", "100")
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	Runtime{GCPercent: 250, MemoryLimitMiB: 64}.Apply()
+	require.Equal(t, 100, debug.SetGCPercent(100))
+	require.Equal(t, int64(math.MaxInt64), debug.SetMemoryLimit(-1))
 }

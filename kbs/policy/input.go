@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/cofferhq/coffer/attestation"
 	"github.com/cofferhq/coffer/attestation/snp"
 	"github.com/cofferhq/coffer/kbs/refvalues"
@@ -160,116 +162,135 @@ func (in *ResourceInput) value() map[string]any {
 	}
 }
 
-// value returns the input as plain JSON-shaped Go values (the same
-// document json.Marshal would produce), so OPA converts it without a JSON
-// round trip. TestAttestationInputValue keeps it in step with the JSON
-// encoding of every field.
-func (in *AttestationInput) value() map[string]any {
-	m := map[string]any{
-		"tee":              string(in.TEE),
-		"claims":           claimsValue(in.Claims),
-		"tcb":              tcbsValue(in.TCB),
-		"tcb_floor":        tcbsValue(in.TCBFloor),
-		"reference_values": refValue(in.ReferenceValues),
-		"init_data":        nil,
-		"init_data_digest": in.InitDataDigest,
-	}
+// value returns the input as an OPA value, built directly rather than
+// through a map of Go values and ast.InterfaceToValue (which converts by
+// reflection and costed as much as evaluating the default policy). It is
+// the document json.Marshal would produce, numbers exact:
+// TestAttestationInputValue keeps it equal to the JSON encoding of every
+// field.
+func (in *AttestationInput) value() ast.Value {
+	initData := ast.NullTerm()
 	if in.InitData != nil {
-		data := make(map[string]any, len(in.InitData.Data))
-		for k, v := range in.InitData.Data {
-			data[k] = v
+		data := ast.NullTerm()
+		if in.InitData.Data != nil {
+			items := make([][2]*ast.Term, 0, len(in.InitData.Data))
+			for k, v := range in.InitData.Data {
+				items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+			}
+			data = ast.NewTerm(ast.NewObject(items...))
 		}
-		if in.InitData.Data == nil {
-			data = nil
-		}
-		m["init_data"] = map[string]any{"algorithm": in.InitData.Algorithm, "digest": in.InitData.Digest, "data": data}
+		initData = ast.ObjectTerm(
+			ast.Item(ast.StringTerm("algorithm"), ast.StringTerm(in.InitData.Algorithm)),
+			ast.Item(ast.StringTerm("digest"), ast.StringTerm(in.InitData.Digest)),
+			ast.Item(ast.StringTerm("data"), data),
+		)
 	}
-	return m
+	return ast.NewObject(
+		ast.Item(ast.StringTerm("tee"), ast.StringTerm(string(in.TEE))),
+		ast.Item(ast.StringTerm("claims"), claimsValue(in.Claims)),
+		ast.Item(ast.StringTerm("tcb"), tcbsValue(in.TCB)),
+		ast.Item(ast.StringTerm("tcb_floor"), tcbsValue(in.TCBFloor)),
+		ast.Item(ast.StringTerm("reference_values"), refValue(in.ReferenceValues)),
+		ast.Item(ast.StringTerm("init_data"), initData),
+		ast.Item(ast.StringTerm("init_data_digest"), ast.StringTerm(in.InitDataDigest)),
+	)
 }
 
-func num(v uint64) json.Number { return json.Number(strconv.FormatUint(v, 10)) }
+func num(v uint64) *ast.Term { return ast.NumberTerm(json.Number(strconv.FormatUint(v, 10))) }
 
-func strs(s []string) []any {
+func strs(s []string) *ast.Term {
 	if s == nil {
-		return nil
+		return ast.NullTerm()
 	}
-	out := make([]any, len(s))
+	out := make([]*ast.Term, len(s))
 	for i, x := range s {
-		out[i] = x
+		out[i] = ast.StringTerm(x)
 	}
-	return out
+	return ast.ArrayTerm(out...)
 }
 
 // claimsValue mirrors attestation.Claims' JSON tags, omitempty included.
-func claimsValue(c *attestation.Claims) any {
+func claimsValue(c *attestation.Claims) *ast.Term {
 	if c == nil {
-		return nil
+		return ast.NullTerm()
 	}
-	m := map[string]any{"tee": string(c.TEE), "report_data": c.ReportData, "debug": c.Debug}
-	put := func(k, v string) {
+	items := make([][2]*ast.Term, 0, 16)
+	put := func(k string, v *ast.Term) { items = append(items, ast.Item(ast.StringTerm(k), v)) }
+	putS := func(k, v string) {
 		if v != "" {
-			m[k] = v
+			put(k, ast.StringTerm(v))
 		}
 	}
 	putN := func(k string, v uint64) {
 		if v != 0 {
-			m[k] = num(v)
+			put(k, num(v))
 		}
 	}
-	put("measurement", c.Measurement)
-	put("host_data", c.HostData)
+	put("tee", ast.StringTerm(string(c.TEE)))
+	putS("measurement", c.Measurement)
+	putS("host_data", c.HostData)
+	put("report_data", ast.StringTerm(c.ReportData))
 	putN("policy", c.Policy)
+	put("debug", ast.BooleanTerm(c.Debug))
 	putN("reported_tcb", c.ReportedTCB)
 	putN("committed_tcb", c.CommittedTCB)
 	putN("launch_tcb", c.LaunchTCB)
-	put("chip_id", c.ChipID)
-	put("mr_td", c.MRTD)
+	putS("chip_id", c.ChipID)
+	putS("mr_td", c.MRTD)
 	if len(c.RTMR) > 0 {
-		m["rtmr"] = strs(c.RTMR)
+		put("rtmr", strs(c.RTMR))
 	}
-	put("mr_config_id", c.MRConfigID)
-	put("tee_tcb_svn", c.TeeTCBSVN)
-	put("product", c.Product)
-	return m
+	putS("mr_config_id", c.MRConfigID)
+	putS("tee_tcb_svn", c.TeeTCBSVN)
+	putS("product", c.Product)
+	return ast.NewTerm(ast.NewObject(items...))
 }
 
-func tcbValue(t *refvalues.TCB) map[string]any {
-	return map[string]any{"bootloader": num(uint64(t.Bootloader)), "tee": num(uint64(t.TEE)), "snp": num(uint64(t.SNP)), "microcode": num(uint64(t.Microcode))}
+func tcbItems(t *refvalues.TCB) [][2]*ast.Term {
+	return [][2]*ast.Term{
+		ast.Item(ast.StringTerm("bootloader"), num(uint64(t.Bootloader))),
+		ast.Item(ast.StringTerm("tee"), num(uint64(t.TEE))),
+		ast.Item(ast.StringTerm("snp"), num(uint64(t.SNP))),
+		ast.Item(ast.StringTerm("microcode"), num(uint64(t.Microcode))),
+	}
 }
 
-func tcbsValue(t *TCBs) any {
+func tcbsValue(t *TCBs) *ast.Term {
 	if t == nil {
-		return nil
+		return ast.NullTerm()
 	}
-	m := map[string]any{}
+	var items [][2]*ast.Term
 	if t.TCB != nil {
-		m = tcbValue(t.TCB)
+		items = tcbItems(t.TCB)
 	}
-	for k, v := range map[string]*refvalues.TCB{"reported": t.Reported, "committed": t.Committed, "launch": t.Launch} {
-		if v != nil {
-			m[k] = tcbValue(v)
+	for _, kv := range []struct {
+		k string
+		v *refvalues.TCB
+	}{{"reported", t.Reported}, {"committed", t.Committed}, {"launch", t.Launch}} {
+		if kv.v != nil {
+			items = append(items, ast.Item(ast.StringTerm(kv.k), ast.ObjectTerm(tcbItems(kv.v)...)))
 		}
 	}
 	if len(t.TeeTCBSVN) > 0 {
-		svn := make([]any, len(t.TeeTCBSVN))
+		svn := make([]*ast.Term, len(t.TeeTCBSVN))
 		for i, x := range t.TeeTCBSVN {
 			svn[i] = num(uint64(x))
 		}
-		m["tee_tcb_svn"] = svn
+		items = append(items, ast.Item(ast.StringTerm("tee_tcb_svn"), ast.ArrayTerm(svn...)))
 	}
-	return m
+	return ast.ObjectTerm(items...)
 }
 
-func refValue(rv refvalues.TEEValues) map[string]any {
-	m := map[string]any{"measurements": strs(rv.Measurements)}
+func refValue(rv refvalues.TEEValues) *ast.Term {
+	items := [][2]*ast.Term{ast.Item(ast.StringTerm("measurements"), strs(rv.Measurements))}
 	if len(rv.InitData) > 0 {
-		m["init_data"] = strs(rv.InitData)
+		items = append(items, ast.Item(ast.StringTerm("init_data"), strs(rv.InitData)))
 	}
 	if rv.MinTCB != nil {
-		m["min_tcb"] = tcbValue(rv.MinTCB)
+		items = append(items, ast.Item(ast.StringTerm("min_tcb"), ast.ObjectTerm(tcbItems(rv.MinTCB)...)))
 	}
 	if rv.MinTeeTCBSVN != "" {
-		m["min_tee_tcb_svn"] = rv.MinTeeTCBSVN
+		items = append(items, ast.Item(ast.StringTerm("min_tee_tcb_svn"), ast.StringTerm(rv.MinTeeTCBSVN)))
 	}
-	return m
+	return ast.ObjectTerm(items...)
 }

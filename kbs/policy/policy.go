@@ -166,10 +166,7 @@ type Appraisal struct {
 // or not an object of AR4SI claim names to integers in -128..127. Reasons
 // are evaluated only when the vector is not affirming.
 func (a *Attestation) Evaluate(ctx context.Context, input *AttestationInput) (*Appraisal, error) {
-	in, err := toValue("attestation", input.value())
-	if err != nil {
-		return nil, err
-	}
+	in := input.value()
 	raw, ok, err := eval(ctx, a.p.decision, "attestation", in)
 	if err != nil {
 		return nil, err
