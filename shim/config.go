@@ -21,9 +21,11 @@ import (
 // MinMemoryMiB is the smallest hypervisor.memory_mib the shim accepts
 // (MiB). The initramfs (about 40 MiB unpacked, most of it cc-agent) lives
 // in guest RAM beside its 14 MiB compressed copy while the kernel unpacks
-// it. Measured with the Coffer guest under TCG on 2026-11-30: 144 MiB
-// boots and runs busybox, 128 and 136 MiB fail to unpack the initramfs
-// and panic ("System is deadlocked on memory"). 160 leaves a margin.
+// it. Measured with the Coffer guest under TCG on 2026-11-30 (Debian 6.1
+// kernel) and again on 2026-12-01 (Debian 6.12 kernel, whose image takes
+// about 5 MiB more RAM), with the same result: 144 MiB boots and runs
+// busybox, 128 and 136 MiB fail to unpack the initramfs and panic
+// ("System is deadlocked on memory"). 160 leaves a margin.
 const MinMemoryMiB = 160
 
 // DefaultConfigPath is where the shim reads its config when containerd's

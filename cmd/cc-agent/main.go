@@ -77,9 +77,8 @@ func run() error {
 	if info.Cmdline.Debug {
 		logger.SetLevel(logrus.DebugLevel)
 	}
-	for _, m := range info.FailedModules() {
-		entry.WithError(m.Err).Warnf("kernel module %s did not load", m.Path)
-	}
+	// Setup already logged module failures, modules without a device and
+	// a failed configfs mount, once each.
 	l, kind, err := listen(ctx, info.Cmdline.Transport)
 	if err != nil {
 		return err

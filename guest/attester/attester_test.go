@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -268,4 +269,42 @@ func TestDetectPrefersHardwareOverSim(t *testing.T) {
 	a, err := Detect(o)
 	require.NoError(t, err)
 	require.Equal(t, attestation.TEESNP, a.TEE())
+}
+
+// providerlessTSM is configfs-tsm as the kernel shows it when the tsm
+// module is loaded but no provider registered (sev-guest and tdx-guest
+// found no device, as in every sim or plain VM): the report directory
+// exists, and creating an entry fails with ENXIO.
+type providerlessTSM struct{}
+
+func (providerlessTSM) MkdirTemp(dir, _ string) (string, error) {
+	return "", &os.PathError{Op: "mkdir", Path: dir + "/entry", Err: syscall.ENXIO}
+}
+
+func (providerlessTSM) ReadFile(name string) ([]byte, error) {
+	return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOENT}
+}
+
+func (providerlessTSM) WriteFile(name string, _ []byte) error {
+	return &os.PathError{Op: "open", Path: name, Err: syscall.ENOENT}
+}
+
+func (providerlessTSM) RemoveAll(string) error { return nil }
+
+// TestDetectSimWithProviderlessTSM: the guest kernel loads tsm in every VM,
+// so a sim guest has a configfs-tsm without provider; Detect must fall
+// through it to the sim, and name it when nothing else is there.
+func TestDetectSimWithProviderlessTSM(t *testing.T) {
+	s, err := sim.Generate(sim.GenerateOptions{})
+	require.NoError(t, err)
+	o := noTEEPaths(t)
+	o.TSM = providerlessTSM{}
+	_, err = Detect(o)
+	require.ErrorIs(t, err, ErrNoTEE)
+	require.ErrorContains(t, err, "no such device or address")
+
+	o.FWCfgRoot = fakeFWCfg(t, s, hex.EncodeToString(testMeas), hex.EncodeToString(testHost))
+	a, err := Detect(o)
+	require.NoError(t, err)
+	require.Equal(t, attestation.TEESim, a.TEE())
 }

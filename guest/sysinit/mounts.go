@@ -34,7 +34,9 @@ func cgroupMount() mount {
 
 // configfsMount is where configfs-tsm (/sys/kernel/config/tsm/report)
 // lives: the kernel interface SNP and TDX guests use for attestation
-// reports on Linux 6.7 and later.
+// reports on Linux 6.7 and later. The mount point exists only once configfs
+// is registered, so with configfs as a module (the Debian cloud kernel) it
+// is mounted after the modules are loaded.
 func configfsMount() mount {
 	return mount{"configfs", "/sys/kernel/config", "configfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""}
 }

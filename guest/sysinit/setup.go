@@ -46,9 +46,11 @@ type Info struct {
 	// Cmdline holds the parsed cc.* kernel parameters; its Net is the
 	// fw_cfg item FWCfgNet instead when that is present.
 	Cmdline Cmdline
-	// KernelRelease is `uname -r` ("6.1.0-57-cloud-amd64").
+	// KernelRelease is `uname -r` ("6.12.117+deb12-cloud-amd64").
 	KernelRelease string
 	// Modules has one result per line of the module list, in load order.
+	// FailedModules returns the failures; results with NoDevice set are
+	// drivers whose hardware this VM lacks.
 	Modules []ModuleResult
 	// Link is the interface configured from cc.net ("eth0"); "" without cc.net.
 	Link string
@@ -71,7 +73,8 @@ func (i *Info) FailedModules() []ModuleResult {
 //     /sys/fs/cgroup (already mounted is fine);
 //  2. sets PATH to a standard value if the kernel passed none;
 //  3. parses /proc/cmdline (ParseCmdline);
-//  4. loads the modules in /lib/modules/<release>/coffer.load in order;
+//  4. loads the modules in /lib/modules/<release>/coffer.load in order,
+//     then mounts configfs at /sys/kernel/config (for configfs-tsm);
 //  5. reads the fw_cfg item FWCfgNet, which replaces cc.net when present
 //     (Info.Cmdline.Net holds the one used);
 //  6. sets the hostname if Options.Hostname is set, and writes /etc/hosts;
@@ -81,12 +84,19 @@ func (i *Info) FailedModules() []ModuleResult {
 //     routes and the default route, waits for its carrier (IFF_LOWER_UP)
 //     and writes /etc/resolv.conf.
 //
-// A module that fails to load does not fail Setup: it is logged and reported
-// in Info.Modules, and the caller decides whether it matters. Setup returns
-// an error naming the step for everything else: a failed mount, a bad cc.*
-// key or fw_cfg network item (errdefs.ErrInvalidArgument), a missing module
-// list, or a network interface that does not appear in time
-// (errdefs.ErrUnavailable, listing module failures).
+// A module that fails to load does not fail Setup: it is logged once and
+// reported in Info.Modules, and the caller decides whether it matters. A
+// module whose driver finds no device (ENODEV: sev-guest and tdx-guest in
+// a VM that is not an SEV-SNP or TDX guest) is not a failure: the modules
+// are named in one info line and marked NoDevice. Nor is a configfs mount
+// that fails: it is logged as a warning, since only configfs-tsm
+// attestation needs it.
+//
+// Setup returns an error naming the step for everything else: a failed
+// mount, a bad cc.* key or fw_cfg network item
+// (errdefs.ErrInvalidArgument), a missing module list, or a network
+// interface that does not appear in time (errdefs.ErrUnavailable, listing
+// module failures).
 func Setup(ctx context.Context, opts Options) (*Info, error) {
 	if opts.LinkTimeout == 0 {
 		opts.LinkTimeout = DefaultLinkTimeout
@@ -97,11 +107,6 @@ func Setup(ctx context.Context, opts Options) (*Info, error) {
 	}
 	if err := cgroupMount().do(); err != nil {
 		return nil, fmt.Errorf("system setup: %w", err)
-	}
-	if err := configfsMount().do(); err != nil {
-		// Only attestation through configfs-tsm needs it; the attester
-		// falls back to /dev/sev-guest or /dev/tdx_guest and says so.
-		logger.WithError(err).Warn("configfs not mounted: configfs-tsm attestation reports are unavailable")
 	}
 	if os.Getenv("PATH") == "" {
 		if err := os.Setenv("PATH", defaultPath); err != nil {
@@ -125,14 +130,24 @@ func Setup(ctx context.Context, opts Options) (*Info, error) {
 	}
 	info.KernelRelease = unix.ByteSliceToString(uts.Release[:])
 	start := time.Now()
-	info.Modules, err = loadModules(filepath.Join("/lib/modules", info.KernelRelease))
+	info.Modules, err = loadModules(filepath.Join("/lib/modules", info.KernelRelease), finitModule)
 	if err != nil {
 		return nil, fmt.Errorf("system setup: %w", err)
 	}
 	for _, m := range info.FailedModules() {
 		logger.WithError(m.Err).WithField("module", m.Path).Warn("kernel module failed to load")
 	}
+	if names := noDeviceModules(info.Modules); len(names) > 0 {
+		logger.WithField("modules", strings.Join(names, ",")).Info("kernel modules found no device and were not loaded: expected unless this VM is an SEV-SNP or TDX guest (sev_guest, tdx_guest)")
+	}
 	logger.WithField("count", len(info.Modules)).WithField("elapsed", time.Since(start)).Debug("kernel modules loaded")
+	// After the modules: configfs is one in the Debian cloud kernel, and
+	// its mount point /sys/kernel/config exists only once it is loaded.
+	if err := configfsMount().do(); err != nil {
+		// Only attestation through configfs-tsm needs it; the attester
+		// falls back to /dev/sev-guest or /dev/tdx_guest and says so.
+		logger.WithError(err).Warn("configfs not mounted at /sys/kernel/config: configfs-tsm attestation reports are unavailable; check that the configfs module loaded (or is built in)")
+	}
 	fwNet, err := readNetFWCfg(fwCfgRoot)
 	if err != nil {
 		return nil, fmt.Errorf("system setup: %w", err)
@@ -163,11 +178,12 @@ func Setup(ctx context.Context, opts Options) (*Info, error) {
 	return info, nil
 }
 
-// String summarises i in one line for logs, e.g.
-// "kernel 6.1.0-57-cloud-amd64, 14 modules (0 failed), link eth0, transport vsock:1024".
+// String summarises i in one line for logs, e.g. "kernel
+// 6.12.117+deb12-cloud-amd64, 12 modules (0 failed, 2 without device),
+// link eth0, transport vsock:1024".
 func (i *Info) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "kernel %s, %d modules (%d failed)", i.KernelRelease, len(i.Modules), len(i.FailedModules()))
+	fmt.Fprintf(&b, "kernel %s, %d modules (%d failed, %d without device)", i.KernelRelease, len(i.Modules), len(i.FailedModules()), len(noDeviceModules(i.Modules)))
 	if i.Link != "" {
 		fmt.Fprintf(&b, ", link %s", i.Link)
 	}

@@ -168,7 +168,7 @@ func mountAt(p string) (mountEntry, error) {
 }
 
 func checkMounts(*sysinit.Info) error {
-	for p, want := range map[string]string{"/dev": "devtmpfs", "/proc": "proc", "/sys": "sysfs", "/sys/fs/cgroup": "cgroup2"} {
+	for p, want := range map[string]string{"/dev": "devtmpfs", "/proc": "proc", "/sys": "sysfs", "/sys/fs/cgroup": "cgroup2", "/sys/kernel/config": "configfs"} {
 		m, err := mountAt(p)
 		if err != nil {
 			return err
@@ -180,8 +180,14 @@ func checkMounts(*sysinit.Info) error {
 	return nil
 }
 
+// noDeviceUnderTCG are the modules whose driver finds no device in a plain
+// QEMU TCG VM (no SEV-SNP, no TDX): they must be reported as NoDevice.
+var noDeviceUnderTCG = map[string]bool{"sev_guest": true, "tdx_guest": true}
+
 // checkModules checks that every listed module loaded and is in
-// /proc/modules.
+// /proc/modules, except the SEV-SNP and TDX guest drivers, which must be
+// reported as finding no device and be absent; and that configfs-tsm's
+// report directory exists (tsm loaded, configfs mounted).
 func checkModules(info *sysinit.Info) error {
 	if len(info.Modules) == 0 {
 		return errors.New("no modules in the module list")
@@ -199,11 +205,34 @@ func checkModules(info *sysinit.Info) error {
 			loaded[f[0]] = true
 		}
 	}
+	seen := map[string]bool{}
 	for _, m := range info.Modules {
-		name := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(m.Path), ".ko"), "-", "_")
-		if !loaded[name] {
+		name := m.Name()
+		seen[name] = true
+		switch {
+		case noDeviceUnderTCG[name] && !m.NoDevice:
+			return fmt.Errorf("module %s loaded, want ENODEV (no SEV-SNP or TDX under TCG)", name)
+		case noDeviceUnderTCG[name] && loaded[name]:
+			return fmt.Errorf("module %s found no device but is in /proc/modules", name)
+		case !noDeviceUnderTCG[name] && m.NoDevice:
+			return fmt.Errorf("module %s found no device", name)
+		case !noDeviceUnderTCG[name] && !loaded[name]:
 			return fmt.Errorf("module %s is not in /proc/modules", name)
 		}
+	}
+	for name := range noDeviceUnderTCG {
+		if !seen[name] {
+			return fmt.Errorf("module %s is not in the module list", name)
+		}
+	}
+	const reports = "/sys/kernel/config/tsm/report"
+	if st, err := os.Stat(reports); err != nil || !st.IsDir() {
+		return fmt.Errorf("configfs-tsm report directory: %v (is a directory: %v)", err, err == nil && st.IsDir())
+	}
+	// Without a provider (no SNP, no TDX) the kernel refuses report entries
+	// with ENXIO; guest/attester relies on that to fall through to sim.
+	if err := os.Mkdir(reports+"/probe", 0o755); !errors.Is(err, unix.ENXIO) {
+		return fmt.Errorf("creating a configfs-tsm report without a provider: got %v, want ENXIO", err)
 	}
 	return nil
 }
