@@ -62,3 +62,22 @@ func TestForwardListenerNeedsGuestConnections(t *testing.T) {
 	_, err := forwardListener(nil, transport.KindVirtioSerial, &vmm.Config{})
 	require.EqualError(t, err, "the virtio-serial agent transport does not carry guest-opened connections")
 }
+
+// TestVMConfigNetworkNone: with network.mode "none" the VM gets no network
+// device, no QEMU forwards and no Restrict (which the VMM refuses
+// without a user network).
+func TestVMConfigNetworkNone(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "[hypervisor]\nkernel_cmdline = \"console=ttyS0\"\n[network]\nmode = \"none\"\nforwards = [\"127.0.0.1:5000\"]\n"))
+	require.NoError(t, err)
+	vc, err := vmConfig(cfg, "sb", t.TempDir(), transport.KindVirtioSerial, nil)
+	require.NoError(t, err)
+	require.Equal(t, vmm.Network{Mode: vmm.NetworkNone}, vc.Network)
+
+	cfg, err = LoadConfig(writeConfig(t, "[hypervisor]\nkernel_cmdline = \"console=ttyS0\"\n[network]\nforwards = [\"127.0.0.1:5000\"]\n"))
+	require.NoError(t, err)
+	vc, err = vmConfig(cfg, "sb", t.TempDir(), transport.KindVirtioSerial, nil)
+	require.NoError(t, err)
+	require.Equal(t, vmm.NetworkUser, vc.Network.Mode)
+	require.True(t, vc.Network.Restrict)
+	require.Len(t, vc.Network.Forwards, 1)
+}

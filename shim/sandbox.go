@@ -130,7 +130,11 @@ func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind, idata *podI
 		Firmware:  h.FirmwarePath,
 		Accel:     vmm.Accel(h.Accel),
 		TEE:       teeConfig(cfg, idata),
-		Network:   vmm.Network{Mode: vmm.NetworkMode(cfg.Network.Mode), Restrict: !cfg.Network.Unrestricted},
+		Network:   vmm.Network{Mode: vmm.NetworkMode(cfg.Network.Mode)},
+	}
+	if cfg.Network.Mode == "user" {
+		// Restrict is a user-network setting; mode "none" has no network.
+		vc.Network.Restrict = !cfg.Network.Unrestricted
 	}
 	if cfg.Network.Mode == "user" && h.VMM == string(vmm.KindQEMU) {
 		for i, f := range cfg.Network.Forwards {
