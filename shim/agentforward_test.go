@@ -73,6 +73,16 @@ func TestVMConfigNetworkNone(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, vmm.Network{Mode: vmm.NetworkNone}, vc.Network)
 
+	// Cloud Hypervisor, whose validation refuses Restrict as well.
+	cfg, err = LoadConfig(writeConfig(t, "[hypervisor]\nvmm = \"cloud-hypervisor\"\nkernel_cmdline = \"console=ttyS0\"\n[network]\nmode = \"none\"\nforwards = [\"127.0.0.1:5000\"]\n"))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	vc, err = vmConfig(cfg, "sb", dir, transport.Kind(cfg.Agent.Transport), nil)
+	require.NoError(t, err)
+	require.Equal(t, vmm.Network{Mode: vmm.NetworkNone}, vc.Network)
+	require.Equal(t, vmm.AgentHybridVsock, vc.Agent.Kind)
+	require.Equal(t, filepath.Join(dir, "vsock.sock"), vc.Agent.SocketPath)
+
 	cfg, err = LoadConfig(writeConfig(t, "[hypervisor]\nkernel_cmdline = \"console=ttyS0\"\n[network]\nforwards = [\"127.0.0.1:5000\"]\n"))
 	require.NoError(t, err)
 	vc, err = vmConfig(cfg, "sb", t.TempDir(), transport.KindVirtioSerial, nil)
