@@ -38,9 +38,17 @@ type attestedEnv struct {
 // When trust is true the guest's measurement is a KBS reference value.
 func newAttestedEnv(t *testing.T, budget time.Duration, extra string, trust bool) *attestedEnv {
 	t.Helper()
+	return newAttestedEnvNetwork(t, budget, extra, trust, "")
+}
+
+// newAttestedEnvNetwork is newAttestedEnv with network.mode set to mode
+// (see newEnvNetwork).
+func newAttestedEnvNetwork(t *testing.T, budget time.Duration, extra string, trust bool, mode string) *attestedEnv {
+	t.Helper()
+	skipOnCloudHypervisor(t, "the sim TEE reaches the guest through QEMU fw_cfg items")
 	kbs := harness.StartKBS(t)
 	body := simTEEConfig(kbs.SimChainDir(), attestDeadline) + extra
-	a := &attestedEnv{env: newEnvWith(t, budget, body, []string{kbs.Addr()}), kbs: kbs, measurement: guestMeasurement(t, "")}
+	a := &attestedEnv{env: newEnvNetwork(t, budget, body, mode, []string{kbs.Addr()}), kbs: kbs, measurement: guestMeasurement(t, "")}
 	if trust {
 		kbs.TrustMeasurement(t, "sim", a.measurement)
 	}

@@ -117,7 +117,14 @@ func newEnv(t *testing.T, budget time.Duration, shimConfigBody string) *env {
 // (network.forwards beside the registry), e.g. a KBS.
 func newEnvWith(t *testing.T, budget time.Duration, shimConfigBody string, forwards []string) *env {
 	t.Helper()
-	skipOnCloudHypervisor(t, "the guest reaches the test registry through QEMU user-mode forwards")
+	return newEnvNetwork(t, budget, shimConfigBody, "", forwards)
+}
+
+// newEnvNetwork is newEnvWith with network.mode set to mode ("" leaves
+// the default: QEMU user-mode forwards, or agent-channel forwards under
+// COFFER_VMM=cloud-hypervisor).
+func newEnvNetwork(t *testing.T, budget time.Duration, shimConfigBody, mode string, forwards []string) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), budget)
 	t.Cleanup(cancel)
 	reg := harness.StartRegistry(t)
@@ -126,7 +133,7 @@ func newEnvWith(t *testing.T, budget time.Duration, shimConfigBody string, forwa
 		// every stream: they run under the development allow-all policy.
 		shimConfigBody += "\n" + initDataConfig(harness.WriteInitData(t, harness.InitData{Policy: harness.Policy(t, "allow-all.rego")}))
 	}
-	shimConfig := harness.ShimConfig(t, registryConfig(reg.Addr(), forwards...)+"\n"+shimConfigBody)
+	shimConfig := harness.ShimConfig(t, registryConfig(mode, reg.Addr(), forwards...)+"\n"+shimConfigBody)
 	return &env{
 		t:          t,
 		ctx:        ctx,

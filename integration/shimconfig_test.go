@@ -15,13 +15,20 @@ const defaultShimConfig = ""
 
 // registryConfig returns the shim config body that lets the guest reach
 // the test registry at addr (a host loopback "ip:port") over plain HTTP,
-// and the other host addresses in more (e.g. a KBS) over TCP.
-func registryConfig(addr string, more ...string) string {
+// and the other host addresses in more (e.g. a KBS) over TCP, all through
+// network.forwards. mode is network.mode: "" for the shim's default
+// ("user": QEMU guestfwd, or "none" under COFFER_VMM=cloud-hypervisor,
+// see harness.ShimConfig), "none" for forwards over the agent transport.
+func registryConfig(mode, addr string, more ...string) string {
 	fwd := fmt.Sprintf("%q", addr)
 	for _, m := range more {
 		fwd += fmt.Sprintf(", %q", m)
 	}
-	return fmt.Sprintf("[network]\nforwards = [%s]\n\n[registry]\ninsecure = [%q]\n", fwd, addr)
+	net := "[network]\n"
+	if mode != "" {
+		net += fmt.Sprintf("mode = %q\n", mode)
+	}
+	return fmt.Sprintf("%sforwards = [%s]\n\n[registry]\ninsecure = [%q]\n", net, fwd, addr)
 }
 
 // simTEEConfig returns a shim config body for the sim TEE with the chain

@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/forward"
 	"github.com/cofferhq/coffer/vmm"
 	"github.com/cofferhq/coffer/vmm/cloudhypervisor"
 )
@@ -130,15 +131,21 @@ type AgentConfig struct {
 
 // NetworkConfig is the guest's network.
 type NetworkConfig struct {
-	// Mode is "user" (default: QEMU user-mode networking) or "none".
+	// Mode is "user" (default: QEMU user-mode networking) or "none" (no
+	// guest network device at all).
 	Mode string `toml:"mode"`
 	// Unrestricted lets the guest open connections to any address the host
-	// can reach. Default false: the guest reaches only Forwards.
+	// can reach. Default false: the guest reaches only Forwards. Only for
+	// mode "user".
 	Unrestricted bool `toml:"unrestricted"`
-	// Forwards are host "ip:port" endpoints (typically a registry on the
-	// host's loopback) the guest may reach. Each gets a guest address
+	// Forwards are host "ip:port" endpoints (typically a registry or a KBS
+	// on the host's loopback) the guest may reach; image references and
+	// KBS URLs naming one are dialed through its forward. At most
+	// forward.MaxForwards (100). With mode "user" each gets a guest address
 	// 10.0.2.100, 10.0.2.101, ... with the same port, through a QEMU
-	// guestfwd; image references naming the host endpoint are dialed there.
+	// guestfwd. With mode "none" (and always on Cloud Hypervisor) each
+	// guest connection is carried over the agent transport instead, and
+	// the shim dials the endpoint (transport/forward).
 	Forwards []string `toml:"forwards"`
 }
 
@@ -317,8 +324,11 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("network.forwards entry %q: port must be 1-65535", f)
 		}
 	}
-	if len(n.Forwards) > 100 {
-		return fmt.Errorf("network.forwards has %d entries, at most 100 are supported", len(n.Forwards))
+	if len(n.Forwards) > forward.MaxForwards {
+		return fmt.Errorf("network.forwards has %d entries, at most %d are supported", len(n.Forwards), forward.MaxForwards)
+	}
+	if n.Mode == "none" && n.Unrestricted {
+		return fmt.Errorf("network.unrestricted = true needs network.mode = \"user\": with mode \"none\" the guest has no network and reaches only network.forwards")
 	}
 	return c.checkVMMCombination(kind)
 }
@@ -346,7 +356,7 @@ func (c *Config) checkVMMCombination(kind vmm.Kind) error {
 		return fmt.Errorf("hypervisor.accel \"tcg\": Cloud Hypervisor needs KVM; use \"kvm\" or \"auto\", or vmm \"qemu\"")
 	}
 	if n.Mode == "user" {
-		return fmt.Errorf("network.mode \"user\": Cloud Hypervisor has no user-mode network (and so no network.forwards); set network.mode = \"none\", or use vmm \"qemu\"")
+		return fmt.Errorf("network.mode \"user\" (the default): Cloud Hypervisor has no user-mode network; set network.mode = \"none\" (network.forwards then reach the host over the agent's hybrid vsock), or use vmm \"qemu\"")
 	}
 	switch vmm.TEEKind(h.TEE) {
 	case vmm.TEESim:

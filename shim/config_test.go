@@ -89,6 +89,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad transport", "[agent]\ntransport = \"tcp\"\n", []string{"agent.transport", "tcp"}},
 		{"bad duration", "[agent]\nboot_timeout = \"soon\"\n", []string{"soon", "duration"}},
 		{"bad mode", "[network]\nmode = \"tap\"\n", []string{"network.mode", "tap"}},
+		{"unrestricted without a network", "[network]\nmode = \"none\"\nunrestricted = true\n", []string{"network.unrestricted", "network.mode = \"user\""}},
+		{"too many forwards", "[network]\nmode = \"none\"\nforwards = [" + strings.Repeat("\"127.0.0.1:5000\", ", 100) + "\"127.0.0.1:5001\"]\n", []string{"network.forwards has 101 entries, at most 100"}},
 		{"bad forward", "[network]\nforwards = [\"registry:5000\"]\n", []string{"network.forwards", "registry:5000", "ip:port"}},
 		{"bad port", "[network]\nforwards = [\"127.0.0.1:0\"]\n", []string{"network.forwards", "1-65535"}},
 		{"syntax", "[hypervisor\n", []string{"line 1"}},
@@ -128,6 +130,27 @@ func TestGuestRegistry(t *testing.T) {
 	cfg.Registry.CAFiles = []string{"/nonexistent/ca.pem"}
 	_, err = guestRegistry(cfg)
 	require.ErrorContains(t, err, "registry.ca_files")
+}
+
+func TestGuestRegistryAgentForwards(t *testing.T) {
+	for _, body := range []string{
+		"[network]\nmode = \"none\"\nforwards = [\"127.0.0.1:5000\", \"192.0.2.7:443\"]\n",
+		"[hypervisor]\nvmm = \"cloud-hypervisor\"\n[network]\nmode = \"none\"\nforwards = [\"127.0.0.1:5000\", \"192.0.2.7:443\"]\n",
+	} {
+		cfg, err := LoadConfig(writeConfig(t, body))
+		require.NoError(t, err, body)
+		require.True(t, agentForwards(cfg))
+		rc, err := guestRegistry(cfg)
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{
+			"127.0.0.1:5000": "agent-forward/0",
+			"localhost:5000": "agent-forward/0",
+			"192.0.2.7:443":  "agent-forward/1",
+		}, rc.GetEndpoints())
+	}
+	cfg, err := LoadConfig(writeConfig(t, "[network]\nforwards = [\"127.0.0.1:5000\"]\n"))
+	require.NoError(t, err)
+	require.False(t, agentForwards(cfg), "mode user keeps QEMU guestfwd")
 }
 
 func TestSandboxStateDirIsShort(t *testing.T) {

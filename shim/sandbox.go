@@ -24,6 +24,7 @@ import (
 	agent "github.com/cofferhq/coffer/api/agent/v1"
 	"github.com/cofferhq/coffer/initdata"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/forward"
 	"github.com/cofferhq/coffer/vmm"
 	"github.com/cofferhq/coffer/vmm/bootlog"
 	"github.com/cofferhq/coffer/vmm/cloudhypervisor"
@@ -129,7 +130,11 @@ func vmConfig(cfg *Config, id, stateDir string, kind transport.Kind, idata *podI
 		Firmware:  h.FirmwarePath,
 		Accel:     vmm.Accel(h.Accel),
 		TEE:       teeConfig(cfg, idata),
-		Network:   vmm.Network{Mode: vmm.NetworkMode(cfg.Network.Mode), Restrict: !cfg.Network.Unrestricted},
+		Network:   vmm.Network{Mode: vmm.NetworkMode(cfg.Network.Mode)},
+	}
+	if cfg.Network.Mode == "user" {
+		// Restrict is a user-network setting; mode "none" has no network.
+		vc.Network.Restrict = !cfg.Network.Unrestricted
 	}
 	if cfg.Network.Mode == "user" && h.VMM == string(vmm.KindQEMU) {
 		for i, f := range cfg.Network.Forwards {
@@ -197,7 +202,9 @@ func teeConfig(cfg *Config, idata *podInitData) vmm.TEE {
 }
 
 // guestRegistry is the registry config sent to the guest: forwards become
-// dial rewrites for the host endpoints they stand for.
+// dial rewrites for the host endpoints they stand for, to their guestfwd
+// address (network.mode "user") or to their forward.Address (agent-channel
+// forwards, network.mode "none").
 func guestRegistry(cfg *Config) (*agent.RegistryConfig, error) {
 	rc := &agent.RegistryConfig{Insecure: cfg.Registry.Insecure, Endpoints: map[string]string{}}
 	for _, f := range cfg.Registry.CAFiles {
@@ -210,6 +217,9 @@ func guestRegistry(cfg *Config) (*agent.RegistryConfig, error) {
 	for i, f := range cfg.Network.Forwards {
 		host, port, _ := net.SplitHostPort(f)
 		guest := net.JoinHostPort(fmt.Sprintf("10.0.2.%d", guestForwardBase+i), port)
+		if agentForwards(cfg) {
+			guest = forward.Address(i)
+		}
 		rc.Endpoints[f] = guest
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 			rc.Endpoints[net.JoinHostPort("localhost", port)] = guest
@@ -294,6 +304,11 @@ func startSandbox(ctx context.Context, cfg *Config, ns, id string, idata *podIni
 		return nil, sb.bootError(err, time.Duration(cfg.Agent.BootTimeout))
 	}
 	sb.agentReady = time.Since(start)
+	if agentForwards(cfg) {
+		if err := sb.serveForwards(ctx, cfg, kind, vc); err != nil {
+			return nil, err
+		}
+	}
 	if err := sb.initGuest(ctx, cfg, idata); err != nil {
 		return nil, err
 	}

@@ -71,7 +71,13 @@ func connectHost(t *testing.T, ctx context.Context, path string) Dialer {
 // that the echo comes back complete.
 func echoRoundTrip(t *testing.T, ctx context.Context, d Dialer, msg string) {
 	t.Helper()
-	c, err := d.Dial(ctx)
+	echoRoundTripWith(t, ctx, d.Dial, msg)
+}
+
+// echoRoundTripWith is echoRoundTrip over a connection from dial.
+func echoRoundTripWith(t *testing.T, ctx context.Context, dial func(context.Context) (net.Conn, error), msg string) {
+	t.Helper()
+	c, err := dial(ctx)
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = io.WriteString(c, msg)

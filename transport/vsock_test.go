@@ -122,6 +122,13 @@ func TestListenVsock(t *testing.T) {
 	require.ErrorIs(t, err, syscall.EADDRINUSE)
 	require.ErrorContains(t, err, "address already in use (another process already listens on this port)")
 
+	requireCloseUnblocksAccept(t, l)
+}
+
+// requireCloseUnblocksAccept checks that closing l makes a pending Accept
+// return an error wrapping net.ErrClosed.
+func requireCloseUnblocksAccept(t *testing.T, l net.Listener) {
+	t.Helper()
 	accepted := make(chan error, 1)
 	go func() {
 		_, err := l.Accept()

@@ -23,6 +23,7 @@ import (
 	"github.com/cofferhq/coffer/guest/policy"
 	"github.com/cofferhq/coffer/guest/sysinit"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/forward"
 	"github.com/cofferhq/coffer/vmm/bootlog"
 )
 
@@ -87,15 +88,18 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("load the built-in agent policy: %w", err)
 	}
+	fwd := forwardDialer(l)
 	hub := confidential.New(confidential.Options{
 		Log:            entry.WithField("component", "cc-agent/confidential"),
 		ServeResources: serveResources,
+		Dial:           fwd.DialContext,
 	})
 	a, err := agent.New(agent.Options{
 		Policy:       pol,
 		Confidential: hub,
 		Puller:       agent.PullerFunc(image.Pull),
 		PowerOff:     func() { _ = sysinit.PowerOff() },
+		Dial:         fwd.DialContext,
 		Version:      version,
 		Log:          entry,
 	})
@@ -144,6 +148,19 @@ func listen(ctx context.Context, t sysinit.Transport) (net.Listener, string, err
 		l, err := transport.ListenVsock(port)
 		return l, fmt.Sprintf("vsock port %d", port), err
 	}
+}
+
+// forwardDialer is the dialer of the image puller and the attestation
+// agent: addresses the host's dial rewrites turned into forward addresses
+// (network.mode = "none" with network.forwards) are opened over the agent
+// transport l, as a yamux stream toward the host on virtio-serial and as
+// a vsock connection to the host otherwise; any other address over TCP.
+func forwardDialer(l net.Listener) *forward.Dialer {
+	d := &forward.Dialer{Open: transport.DialHostVsock, Net: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}}
+	if o, ok := l.(transport.HostOpener); ok {
+		d.Open = o.OpenHost
+	}
+	return d
 }
 
 // hasVirtioPort reports whether a virtio-serial port with this name exists.

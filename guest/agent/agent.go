@@ -86,6 +86,11 @@ type Options struct {
 	// Confidential is the attestation and confidential data hub part; nil
 	// for a plain guest (see Confidential).
 	Confidential Confidential
+	// Dial opens the registry connections of PullImage, after the
+	// request's dial rewrites (image.RegistryConfig.Dial): cc-agent's
+	// forward.Dialer, which carries network.forwards over the agent
+	// transport. nil dials TCP directly.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Version is cc-agent's version for Health, e.g. "v0.1.0".
 	Version string
 	// Log is the agent's logger; a new logrus logger on stderr when nil.

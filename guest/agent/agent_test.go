@@ -97,6 +97,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// errTestDial is returned by the harness agent's Options.Dial.
+var errTestDial = errors.New("test dialer")
+
 type harness struct {
 	t        *testing.T
 	a        *Agent
@@ -133,8 +136,11 @@ func newHarness(t *testing.T) *harness {
 		RuncRoot: filepath.Join(dir, "runc"),
 		Puller:   h.puller,
 		PowerOff: func() { once.Do(func() { close(h.powerOff) }) },
-		Version:  "v0.0.0-test",
-		Log:      logrus.NewEntry(logger),
+		Dial: func(_ context.Context, network, addr string) (net.Conn, error) {
+			return nil, fmt.Errorf("test dialer asked for %s %s: %w", network, addr, errTestDial)
+		},
+		Version: "v0.0.0-test",
+		Log:     logrus.NewEntry(logger),
 	})
 	require.NoError(t, err)
 	h.a = a
@@ -326,6 +332,9 @@ func TestEchoOutputAndPull(t *testing.T) {
 	require.Equal(t, "linux/amd64", got.Platform)
 	require.Equal(t, []string{"10.0.2.100:5000"}, got.Registry.Insecure)
 	require.Equal(t, map[string]string{"r:5000": "10.0.2.100:5000"}, got.Registry.Endpoints)
+	require.NotNil(t, got.Registry.Dial, "the pull gets the agent's dialer (agent-channel forwards)")
+	_, err = got.Registry.Dial(h.ctx(), "tcp", "agent-forward/0")
+	require.ErrorIs(t, err, errTestDial)
 
 	out := readAll(h.stream("echo", "", stdout))
 	errOut := readAll(h.stream("echo", "", stderr))

@@ -42,6 +42,7 @@ func (a *Agent) pullImage(ctx context.Context, req *agent.PullImageRequest) (*ag
 			Insecure:  reg.GetInsecure(),
 			CAPEM:     reg.GetCaPem(),
 			Endpoints: reg.GetEndpoints(),
+			Dial:      a.opts.Dial,
 		},
 	}
 	if a.opts.Confidential != nil {

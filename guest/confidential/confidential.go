@@ -57,6 +57,11 @@ type Options struct {
 	NewFetcher func(reg image.RegistryConfig, ref string) (imagepolicy.Fetcher, error)
 	// Retry overrides the attestation agent's retry policy (tests).
 	Retry aa.Retry
+	// Dial opens the attestation agent's connections to the KBS, after
+	// InitSandbox's dial rewrites: cc-agent's forward.Dialer, which
+	// carries network.forwards over the agent transport. nil dials TCP
+	// directly with a 10 s timeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Hub is the guest's confidential part. Create it with New; it is safe for
@@ -146,7 +151,11 @@ func (h *Hub) Init(ctx context.Context, req *agent.InitSandboxRequest) (*agent.I
 	}
 	if kbs != nil && att != nil {
 		endpoints := req.GetEndpoints()
-		dialer := &net.Dialer{Timeout: 10 * time.Second}
+		dial := h.o.Dial
+		if dial == nil {
+			dialer := &net.Dialer{Timeout: 10 * time.Second}
+			dial = dialer.DialContext
+		}
 		a, err := aa.New(aa.Config{
 			KBSURL:     kbs.URL,
 			KBSCertPEM: kbs.CertPEM,
@@ -156,7 +165,7 @@ func (h *Hub) Init(ctx context.Context, req *agent.InitSandboxRequest) (*agent.I
 			Retry:      retryPolicy(h.o.Retry),
 			OnEvent:    h.push,
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return dialer.DialContext(ctx, network, image.Endpoint(endpoints, addr))
+				return dial(ctx, network, image.Endpoint(endpoints, addr))
 			},
 		})
 		if err != nil {

@@ -3,6 +3,7 @@ package confidential
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -146,4 +147,33 @@ func TestEventsQueueDropsOldest(t *testing.T) {
 	defer cancel2()
 	_, err = empty.NextEvent(short)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// TestKBSDialUsesRewritesAndOptionsDial: the attestation agent reaches the
+// KBS through InitSandbox's dial rewrites and Options.Dial, which is how a
+// KBS on the host's loopback is reached over an agent-channel forward.
+func TestKBSDialUsesRewritesAndOptionsDial(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dialed := make(chan string, 16)
+	h := New(Options{
+		Detect: func() (attester.Attester, error) {
+			return &fakeTEE{tee: attestation.TEESim, bound: digestOf(t, docWithKBS, 32)}, nil
+		},
+		Retry: aa.Retry{Attempts: 1},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed <- network + " " + addr
+			return nil, errors.New("no KBS in this test")
+		},
+	})
+	_, err := h.Init(ctx, &agent.InitSandboxRequest{
+		InitData:              []byte(docWithKBS),
+		RequireAttestation:    true,
+		AttestationDeadlineNs: int64(time.Second),
+		Endpoints:             map[string]string{"127.0.0.1:1": "agent-forward/0"},
+	})
+	require.NoError(t, err)
+	err = h.PreparePull(ctx, &image.Request{Reference: "127.0.0.1:5000/x:y"})
+	require.Error(t, err, "the KBS is unreachable")
+	require.Equal(t, "tcp agent-forward/0", <-dialed)
 }

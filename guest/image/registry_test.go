@@ -3,8 +3,10 @@ package image
 import (
 	"context"
 	"encoding/pem"
+	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cofferhq/coffer/transport/forward"
 )
 
 // serverCAPEM is the PEM of an httptest TLS server's self-signed
@@ -180,4 +184,53 @@ func TestPullEndpoints(t *testing.T) {
 		assert.ErrorContains(t, err, "registry registry.other:5443 (dialed "+reg.host+"): TLS handshake failed")
 		assert.ErrorContains(t, err, "not registry.other: the certificate does not name the registry host")
 	})
+}
+
+// TestPullThroughAgentForward pulls over an agent-channel forward: the
+// dial-rewrite table maps the registry to forward.Address(0), Dial is the
+// guest's forward.Dialer, and a forward.Server on a unix socket (standing
+// in for the agent transport) dials the registry.
+func TestPullThroughAgentForward(t *testing.T) {
+	reg := startRegistry(t, false, "")
+	pushSmall(t, reg, "test/fwd")
+	sock := filepath.Join(t.TempDir(), "fwd.sock")
+	l, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(logtest.WithT(context.Background(), t))
+	defer cancel()
+	srv := &forward.Server{Endpoints: []string{reg.host}}
+	go srv.Serve(ctx, l)
+	var opened atomic.Int32
+	d := &forward.Dialer{Open: func(ctx context.Context) (net.Conn, error) {
+		opened.Add(1)
+		var nd net.Dialer
+		return nd.DialContext(ctx, "unix", sock)
+	}}
+
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	_, err = Pull(ctx, Request{
+		Reference: reg.host + "/test/fwd:latest",
+		Registry: RegistryConfig{
+			Insecure:  []string{reg.host},
+			Endpoints: map[string]string{reg.host: forward.Address(0)},
+			Dial:      d.DialContext,
+		},
+	}, rootfs)
+	require.NoError(t, err)
+	requireHello(t, rootfs)
+	require.NotZero(t, opened.Load(), "the registry was reached over the forward")
+
+	// A forward the host does not have fails with the host's reason.
+	_, err = Pull(ctx, Request{
+		Reference: reg.host + "/test/fwd:latest",
+		Registry: RegistryConfig{
+			Insecure:  []string{reg.host},
+			Endpoints: map[string]string{reg.host: forward.Address(5)},
+			Dial:      d.DialContext,
+		},
+	}, filepath.Join(t.TempDir(), "rootfs"))
+	require.Error(t, err)
+	t.Logf("error: %v", err)
+	assert.ErrorContains(t, err, "(dialed agent-forward/5) unreachable")
+	assert.ErrorContains(t, err, "forward 5 is not configured")
 }

@@ -42,6 +42,10 @@ type RegistryConfig struct {
 	// Addresses not listed are dialed as they are, which needs DNS for
 	// names.
 	Endpoints map[string]string
+	// Dial opens the TCP connection to the address chosen by Endpoints
+	// (which may be a forward address, see transport/forward); nil means
+	// a plain net.Dialer. It does not change the TLS server name either.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // dialTimeout bounds one TCP connect or TLS handshake.
@@ -175,7 +179,11 @@ func Endpoint(endpoints map[string]string, addr string) string {
 // *UnreachableError naming both on failure.
 func (t *registryTransport) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	dialed := t.endpoint(addr)
-	c, err := t.dialer.DialContext(ctx, network, dialed)
+	dial := t.dialer.DialContext
+	if t.cfg.Dial != nil {
+		dial = t.cfg.Dial
+	}
+	c, err := dial(ctx, network, dialed)
 	if err != nil {
 		return nil, t.record(&UnreachableError{Registry: addr, Dialed: dialed, Err: err})
 	}

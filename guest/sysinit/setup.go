@@ -76,7 +76,10 @@ func (i *Info) FailedModules() []ModuleResult {
 //  4. loads the modules in /lib/modules/<release>/coffer.load in order,
 //     then mounts configfs at /sys/kernel/config (for configfs-tsm);
 //  5. reads the fw_cfg item FWCfgNet, which replaces cc.net when present
-//     (Info.Cmdline.Net holds the one used);
+//     (Info.Cmdline.Net holds the one used); without it, cc.net is ignored
+//     (Info.Cmdline.Net is nil) when the VM's virtio devices include no
+//     network card, which is how the shim starts a VM with network.mode
+//     "none";
 //  6. sets the hostname if Options.Hostname is set, and writes /etc/hosts;
 //  7. brings lo up and, with a network configuration, waits for the first
 //     other interface, picks the one with the configured MAC (or gives it
@@ -154,6 +157,13 @@ func Setup(ctx context.Context, opts Options) (*Info, error) {
 	}
 	if fwNet != nil {
 		info.Cmdline.Net = fwNet
+	}
+	if fwNet == nil && info.Cmdline.Net != nil && lacksNetworkDevice(sysVirtioDevices) {
+		// The guest build's default command line carries cc.net for
+		// QEMU user networking; a VM started without a network card has
+		// no use for it, and the command line stays the measured one.
+		logger.WithField("net", info.Cmdline.Net.String()).Info("cc.net is set but the VM has no network card (network.mode \"none\"): running without a network; network.forwards reach the host over the agent transport")
+		info.Cmdline.Net = nil
 	}
 
 	if opts.Hostname != "" {

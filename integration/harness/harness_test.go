@@ -294,6 +294,7 @@ func TestFootprintRequireGone(t *testing.T) {
 }
 
 func TestShimConfig(t *testing.T) {
+	t.Setenv(EnvVMM, "qemu")
 	body := "[vm]\nmemory_mib = 128\n"
 	path := ShimConfig(t, body)
 	got, err := os.ReadFile(path)
@@ -304,6 +305,26 @@ func TestShimConfig(t *testing.T) {
 	r := &recorder{TB: t}
 	r.run(func() { ShimConfig(r, "[vm\nmemory_mib = ") })
 	require.Contains(t, r.joined(), "parse shim config body as TOML")
+}
+
+// TestShimConfigOnCloudHypervisor: under COFFER_VMM=cloud-hypervisor every
+// config selects the VMM, and network.mode "none" (agent-channel forwards)
+// unless the body sets a mode itself.
+func TestShimConfigOnCloudHypervisor(t *testing.T) {
+	t.Setenv(EnvVMM, "cloud-hypervisor")
+	read := func(body string) map[string]any {
+		b, err := os.ReadFile(ShimConfig(t, body))
+		require.NoError(t, err)
+		var got map[string]any
+		require.NoError(t, toml.Unmarshal(b, &got))
+		return got
+	}
+	got := read("[network]\nforwards = [\"127.0.0.1:5000\"]\n[hypervisor]\nmemory_mib = 256\n")
+	require.Equal(t, map[string]any{"vmm": "cloud-hypervisor", "memory_mib": int64(256)}, got["hypervisor"])
+	require.Equal(t, map[string]any{"mode": "none", "forwards": []any{"127.0.0.1:5000"}}, got["network"])
+
+	got = read("[network]\nmode = \"user\"\n")
+	require.Equal(t, map[string]any{"mode": "user"}, got["network"], "an explicit mode is kept (and the shim refuses it for Cloud Hypervisor)")
 }
 
 func TestRequireBinariesSkipsOrFails(t *testing.T) {

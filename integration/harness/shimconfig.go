@@ -17,7 +17,10 @@ import (
 // rather than a typed struct; the only check is that body parses as TOML
 // (the test fails otherwise), so a typo fails here and not as a confusing
 // shim error. An empty body is valid and leaves every setting at the
-// shim's default. Once the shim's config type settles, a typed variant
+// shim's default. Under COFFER_VMM=cloud-hypervisor the body is rewritten
+// with hypervisor.vmm = "cloud-hypervisor" and, unless it sets one,
+// network.mode = "none", so that network.forwards go over the agent's
+// hybrid vsock. Once the shim's config type settles, a typed variant
 // should marshal that type instead.
 func ShimConfig(t testing.TB, body string) string {
 	t.Helper()
@@ -27,13 +30,23 @@ func ShimConfig(t testing.TB, body string) string {
 	}
 	if v := VMM(); v != "qemu" {
 		// Run the same test on another VMM: set hypervisor.vmm, keeping
-		// everything else the body says.
+		// everything else the body says. Cloud Hypervisor has no user-mode
+		// network, so the default network.mode becomes "none": forwards
+		// then reach the host over the agent's hybrid vsock.
 		h, _ := parsed["hypervisor"].(map[string]any)
 		if h == nil {
 			h = map[string]any{}
 		}
 		h["vmm"] = v
 		parsed["hypervisor"] = h
+		n, _ := parsed["network"].(map[string]any)
+		if n == nil {
+			n = map[string]any{}
+		}
+		if _, set := n["mode"]; !set {
+			n["mode"] = "none"
+		}
+		parsed["network"] = n
 		b, err := toml.Marshal(parsed)
 		if err != nil {
 			t.Fatalf("set hypervisor.vmm = %q in the shim config: %v", v, err)
