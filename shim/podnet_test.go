@@ -2,6 +2,8 @@ package shim
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,9 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/guest/sysinit"
+	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/vmm"
 	"github.com/cofferhq/coffer/vmm/cloudhypervisor"
+	"github.com/cofferhq/coffer/vmm/cloudhypervisor/clhtest"
 	"github.com/cofferhq/coffer/vmm/tapnet"
+	"github.com/cofferhq/coffer/vmm/vmproc"
 	"github.com/cofferhq/coffer/vmm/vmproc/vmproctest"
 )
 
@@ -189,4 +194,81 @@ func TestPodNetworkQEMU(t *testing.T) {
 	require.Equal(t, defaultGuestCmdline, vc.Cmdline)
 	require.Equal(t, []vmm.FWCfgEntry{{Name: sysinit.FWCfgNet, String: ep.Guest.String()}}, vc.FWCfg)
 	require.Same(t, ep.Tap, vc.Network.Tap.File)
+}
+
+// TestMain lets this test binary act as a fake cloud-hypervisor
+// (clhtest.ModeEnv, see TestCloudHypervisorPodVM).
+func TestMain(m *testing.M) {
+	clhtest.Main()
+	os.Exit(m.Run())
+}
+
+// TestCloudHypervisorPodVM runs the shim's Cloud Hypervisor pod path end
+// to end up to the VMM's API, with the fake cloud-hypervisor (this test
+// binary): vmConfig, podNetwork and newVMM as startSandbox calls them,
+// then Start. The fake runs in the pod's network namespace, receives the
+// pod's tap with vm.add-net, and boots a command line carrying the pod's
+// cc.net.
+func TestCloudHypervisorPodVM(t *testing.T) {
+	nsPath, _ := newCNINetns(t)
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
+		t.Skipf("cloudhypervisor.New wants /dev/kvm to open read-write (even for the fake): %v", err)
+	} else {
+		f.Close()
+	}
+	dir, err := os.MkdirTemp("", "ccpod") // short: the socket paths live here
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644))
+	}
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	t.Setenv(clhtest.ModeEnv, "serve")
+
+	cfg := &Config{}
+	h := &cfg.Hypervisor
+	h.VMM, h.Binary, h.TEE = string(vmm.KindCloudHypervisor), exe, string(vmm.TEENone)
+	h.KernelPath, h.InitrdPath = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")
+	h.KernelCmdline, h.VCPUs, h.MemoryMiB = defaultGuestCmdline, 1, MinMemoryMiB
+	cfg.Network.Mode = "none"
+	stateDir := filepath.Join(dir, "vm")
+	require.NoError(t, os.Mkdir(stateDir, 0o700))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	vc, err := vmConfig(cfg, "pod-fake", stateDir, transport.KindHybridVsock, nil)
+	require.NoError(t, err)
+	ep, warning, err := podNetwork(ctx, cfg, vc, nsPath, "")
+	require.NoError(t, err)
+	require.Empty(t, warning)
+	t.Cleanup(func() { ep.Close() })
+	vm, err := newVMM(cfg, vc)
+	require.NoError(t, err)
+	require.NoError(t, vm.Start(ctx))
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", vm.Pid()))
+	require.NoError(t, err)
+	rec := clhtest.ReadRecord(t, stateDir)
+	require.NoError(t, vm.Stop(ctx))
+
+	require.Contains(t, string(env), "\x00"+vmproc.VMNameEnv+"=coffer-pod-fake\x00", "the harness finds the pod's VM by its name")
+	podNS, err := vmproctest.NetNSInode(nsPath)
+	require.NoError(t, err)
+	require.Equal(t, podNS, rec.NetNS, "cloud-hypervisor runs in the pod's namespace")
+	require.Len(t, rec.Taps, 1)
+	require.Empty(t, rec.Taps[0].Err)
+	require.Equal(t, tapnet.DefaultTapName, rec.Taps[0].Name)
+	require.Equal(t, podNS, rec.Taps[0].NetNS, "the pod's tap reached cloud-hypervisor")
+	require.JSONEq(t, `{"mac":"0a:58:0a:63:00:02","num_queues":2}`, string(rec.AddNet))
+	var created cloudhypervisor.VmConfig
+	require.NoError(t, json.Unmarshal(rec.Create, &created))
+	require.Empty(t, created.Net)
+	require.Equal(t, "console=ttyS0 loglevel=6 panic=-1 reboot=t cc.net="+ep.Guest.String(), created.Payload.Cmdline)
+	var calls []string
+	for _, c := range rec.Calls {
+		if c != "GET /api/v1/vmm.ping" {
+			calls = append(calls, c)
+		}
+	}
+	require.Equal(t, []string{"PUT /api/v1/vm.create", "PUT /api/v1/vm.add-net", "PUT /api/v1/vm.boot"}, calls, "read before Stop")
 }

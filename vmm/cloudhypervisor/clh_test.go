@@ -14,17 +14,18 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/vmm"
+	"github.com/cofferhq/coffer/vmm/cloudhypervisor/clhtest"
 	"github.com/cofferhq/coffer/vmm/vmproc"
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 )
 
 // fakeVM returns a CloudHypervisor whose binary is this test binary acting
-// as a fake cloud-hypervisor in mode (see fakeModeEnv); changes, if any,
+// as a fake cloud-hypervisor in mode (see clhtest.ModeEnv); changes, if any,
 // edit the config first.
 func fakeVM(t *testing.T, mode string, changes ...func(*Config)) (*CloudHypervisor, *Config) {
 	t.Helper()
-	t.Setenv(fakeModeEnv, mode)
+	t.Setenv(clhtest.ModeEnv, mode)
 	cfg := testConfig(t)
 	exe, err := os.Executable()
 	require.NoError(t, err)
@@ -104,7 +105,7 @@ func TestStartFailures(t *testing.T) {
 		var apiErr *APIError
 		require.ErrorAs(t, err, &apiErr)
 		require.Equal(t, http.StatusInternalServerError, apiErr.Status)
-		require.ErrorContains(t, err, "start vm "+cfg.Name+": boot: cloud-hypervisor vm.boot: HTTP 500 Internal Server Error: "+clhErrorBody)
+		require.ErrorContains(t, err, "start vm "+cfg.Name+": boot: cloud-hypervisor vm.boot: HTTP 500 Internal Server Error: "+clhtest.BootErrorBody)
 		require.ErrorContains(t, err, "its stderr: cloud-hypervisor: Error booting VM: failed to open /dev/kvm")
 		require.True(t, procGone(h.Pid()), "nothing left running after a refused boot")
 		_, serr := os.Stat(cfg.APISocketPath())
@@ -122,7 +123,7 @@ func TestStartFailures(t *testing.T) {
 		var apiErr *APIError
 		require.ErrorAs(t, err, &apiErr)
 		require.Equal(t, "vm.add-net", apiErr.Op)
-		require.ErrorContains(t, err, "start vm "+cfg.Name+": pass tap tap0_cc: cloud-hypervisor vm.add-net: HTTP 500 Internal Server Error: "+addNetErrorBody)
+		require.ErrorContains(t, err, "start vm "+cfg.Name+": pass tap tap0_cc: cloud-hypervisor vm.add-net: HTTP 500 Internal Server Error: "+clhtest.AddNetErrorBody)
 		require.True(t, procGone(h.Pid()), "nothing left running after a refused tap")
 	})
 	t.Run("deadline", func(t *testing.T) {
@@ -159,7 +160,7 @@ func TestStartPassesPodTap(t *testing.T) {
 		c.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{Name: "tap0_cc", File: tap, NetNS: podPath, MAC: "0a:58:0a:63:00:02", MTU: 1450}}
 	})
 	require.NoError(t, h.Start(testCtx(t, 10*time.Second)))
-	rec := readFakeRecord(t, cfg.StateDir)
+	rec := clhtest.ReadRecord(t, cfg.StateDir)
 	require.NoError(t, h.Stop(testCtx(t, 10*time.Second)))
 
 	var calls []string
@@ -178,7 +179,7 @@ func TestStartPassesPodTap(t *testing.T) {
 	require.Equal(t, "tap0_cc", rec.Taps[0].Name)
 	require.Equal(t, podNS, rec.Taps[0].NetNS, "the tap cloud-hypervisor got lives in the pod namespace")
 	require.Equal(t, podNS, rec.NetNS, "cloud-hypervisor runs in the pod namespace, where the tap's name resolves")
-	host, err := ownNetNS()
+	host, err := clhtest.ThreadNetNS()
 	require.NoError(t, err)
 	require.NotEqual(t, host, rec.NetNS)
 }

@@ -14,11 +14,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-)
 
-// clhErrorBody is the text Cloud Hypervisor's API server sends with a 500
-// (vmm/src/api/http: the error chain of the failed action, as plain text).
-const clhErrorBody = "Error from API: The VM could not boot: Error booting VM: Failed to create the vsock device: Error creating Unix Domain Socket listener: Address in use (os error 98)"
+	"github.com/cofferhq/coffer/vmm/cloudhypervisor/clhtest"
+)
 
 // fakeAPI serves Cloud Hypervisor's API on a unix socket. It validates
 // every request and every response it sends against the OpenAPI schema,
@@ -32,7 +30,7 @@ type fakeAPI struct {
 	mu       sync.Mutex
 	created  *VmConfig
 	added    []NetConfig
-	taps     []tapFacts
+	taps     []clhtest.TapFacts
 	state    VmState
 	failBoot bool
 	calls    []string
@@ -43,15 +41,15 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: f.path, Net: "unix"})
 	require.NoError(t, err)
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	f.srv.Listener = fdListener{l}
-	withConnContext(f.srv.Config)
+	f.srv.Listener = clhtest.FDListener{UnixListener: l}
+	clhtest.WithConnContext(f.srv.Config)
 	f.srv.Start()
 	t.Cleanup(f.srv.Close)
 	return f
 }
 
 func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
-	files := receivedFiles(r)
+	files := clhtest.ReceivedFiles(r)
 	defer func() {
 		for _, file := range files {
 			file.Close()
@@ -92,7 +90,7 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		f.added = append(f.added, nc)
 		for _, file := range files {
-			f.taps = append(f.taps, describeTap(file))
+			f.taps = append(f.taps, clhtest.DescribeTap(file))
 		}
 		reply(http.StatusNoContent, nil)
 	case "/api/v1/vm.boot":
@@ -103,7 +101,7 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 			// The schema lists no 500 for vm.boot; Cloud Hypervisor sends
 			// one with its error text anyway.
 			w.WriteHeader(http.StatusInternalServerError)
-			w.Write([]byte(clhErrorBody + "\n"))
+			w.Write([]byte(clhtest.BootErrorBody + "\n"))
 		default:
 			f.state = VmRunning
 			reply(http.StatusNoContent, nil)
@@ -178,9 +176,9 @@ func TestClientServerError(t *testing.T) {
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, http.StatusInternalServerError, apiErr.Status)
 	require.Equal(t, "vm.boot", apiErr.Op)
-	require.Equal(t, clhErrorBody, apiErr.Body)
+	require.Equal(t, clhtest.BootErrorBody, apiErr.Body)
 	require.ErrorIs(t, err, errdefs.ErrUnknown)
-	require.EqualError(t, err, "cloud-hypervisor vm.boot: HTTP 500 Internal Server Error: "+clhErrorBody)
+	require.EqualError(t, err, "cloud-hypervisor vm.boot: HTTP 500 Internal Server Error: "+clhtest.BootErrorBody)
 }
 
 func TestClientUnreachable(t *testing.T) {
@@ -230,7 +228,7 @@ func TestClientAddNetPassesTap(t *testing.T) {
 	require.Equal(t, "cctap7", got.Name)
 	require.Equal(t, uint16(unix.IFF_TAP|unix.IFF_NO_PI|unix.IFF_VNET_HDR), got.Flags&(unix.IFF_TAP|unix.IFF_NO_PI|unix.IFF_VNET_HDR))
 	require.Equal(t, nsIno, got.NetNS, "the tap stays in its own namespace")
-	host, err := ownNetNS()
+	host, err := clhtest.ThreadNetNS()
 	require.NoError(t, err)
 	require.NotEqual(t, host, got.NetNS)
 
