@@ -31,9 +31,11 @@ type criEnv struct {
 }
 
 // newCRIEnv starts everything; shimBody is appended to the shim config.
+// It runs on the VMM harness.VMM names: under COFFER_VMM=cloud-hypervisor
+// the pod's VM is a Cloud Hypervisor one, given the pod's tap with
+// vm.add-net and its addresses on the kernel command line.
 func newCRIEnv(t testing.TB, shimBody string) *criEnv {
 	t.Helper()
-	skipOnCloudHypervisor(t, "the pod network is attached with an open tap fd and fw_cfg")
 	ctx, cancel := context.WithTimeout(t.Context(), longTest)
 	t.Cleanup(cancel)
 	reg := harness.StartRegistryAllInterfaces(t)
@@ -45,8 +47,15 @@ func newCRIEnv(t testing.TB, shimBody string) *criEnv {
 	// The guest reaches the registry over the pod network (tap), so it is
 	// named by the gateway address; no user-mode forwards are involved.
 	body := fmt.Sprintf("[registry]\ninsecure = [%q]\n", regAddr) + shimBody
-	harness.ShimConfig(t, body) // checks the TOML
-	require.NoError(t, os.WriteFile(shimConfig, []byte(body), 0o644))
+	if harness.VMM() == "cloud-hypervisor" {
+		// Cloud Hypervisor refuses the default user-mode network; a pod's
+		// VM is put on the pod network either way.
+		body += "[network]\nmode = \"none\"\n"
+	}
+	// harness.ShimConfig checks the TOML and sets hypervisor.vmm.
+	b, err := os.ReadFile(harness.ShimConfig(t, body))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(shimConfig, b, 0o644))
 
 	img, err := harness.BusyboxImage()
 	require.NoError(t, err)

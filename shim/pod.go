@@ -86,17 +86,35 @@ func podSize(cfg *Config, spec *specs.Spec) (vcpus, memoryMiB int) {
 
 // podNetwork attaches the VM to the pod network CNI set up in netns: a
 // tap device in that netns joined to the pod's veth by TC redirects
-// (Kata's model), and the pod's addresses, routes and DNS handed to the
-// guest through fw_cfg. Without /dev/net/tun it keeps user-mode networking
-// and returns a warning to publish.
+// (Kata's model), handed to the VMM as an open file (QEMU inherits it,
+// Cloud Hypervisor receives it with vm.add-net). The guest gets the pod's
+// addresses, routes and DNS through fw_cfg on QEMU, and on the kernel
+// command line (cc.net=, replacing the guest build's) on Cloud
+// Hypervisor, which has no fw_cfg. Without /dev/net/tun it keeps the
+// configured network (QEMU: user mode; Cloud Hypervisor: none) and returns
+// a warning to publish.
+//
+// Errors: errdefs.ErrNotImplemented for Cloud Hypervisor with tee snp or
+// tdx, whose measurement covers the command line (see
+// podNetworkMeasured); tapnet.Setup's errors; an over-long command line.
 func podNetwork(ctx context.Context, cfg *Config, vc *vmm.Config, netns, resolvConf string) (*tapnet.Endpoint, string, error) {
-	if cfg.Hypervisor.VMM == string(vmm.KindCloudHypervisor) {
-		return nil, "", fmt.Errorf("attach the VM to the pod network %s: not implemented for Cloud Hypervisor, whose API takes neither an open tap nor fw_cfg items (docs/cloud-hypervisor.md); use vmm \"qemu\" for CRI pods: %w", netns, errdefs.ErrNotImplemented)
+	clh := cfg.Hypervisor.VMM == string(vmm.KindCloudHypervisor)
+	if clh {
+		if err := podNetworkMeasured(vc.TEE.Kind); err != nil {
+			return nil, "", fmt.Errorf("attach the VM to the pod network %s: %w", netns, err)
+		}
 	}
 	ep, err := tapnet.Setup(ctx, tapnet.Options{NetNSPath: netns})
 	if err != nil {
 		var tun *tapnet.TunUnavailableError
 		if errors.As(err, &tun) {
+			if clh {
+				// No NIC: drop the guest build's cc.net, or the guest
+				// would wait for an interface and fail its boot.
+				vc.Network = vmm.Network{Mode: vmm.NetworkNone}
+				vc.Cmdline, _ = setNetParam(vc.Cmdline, nil)
+				return nil, fmt.Sprintf("the pod network cannot be attached (%v): the VM has no network at all (Cloud Hypervisor has no user-mode networking), so the guest can reach no registry or KBS", err), nil
+			}
 			return nil, fmt.Sprintf("the pod network cannot be attached (%v): the VM uses user-mode networking, so the pod IP, routes and DNS CNI prepared are not the guest's", err), nil
 		}
 		return nil, "", fmt.Errorf("attach the VM to the pod network %s: %w", netns, err)
@@ -104,9 +122,97 @@ func podNetwork(ctx context.Context, cfg *Config, vc *vmm.Config, netns, resolvC
 	if resolvConf != "" {
 		addDNS(&ep.Guest, resolvConf)
 	}
+	if clh {
+		cmdline, err := setNetParam(vc.Cmdline, &ep.Guest)
+		if err != nil {
+			if cerr := ep.Close(); cerr != nil {
+				log.G(ctx).WithError(cerr).Warn("undo the pod network setup")
+			}
+			return nil, "", fmt.Errorf("attach the VM to the pod network %s: %w", netns, err)
+		}
+		vc.Cmdline = cmdline
+	} else {
+		vc.FWCfg = append(vc.FWCfg, vmm.FWCfgEntry{Name: sysinit.FWCfgNet, String: ep.Guest.String()})
+	}
 	vc.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: ep.VMMTap()}
-	vc.FWCfg = append(vc.FWCfg, vmm.FWCfgEntry{Name: sysinit.FWCfgNet, String: ep.Guest.String()})
 	return ep, "", nil
+}
+
+// podNetworkMeasured refuses a Cloud Hypervisor pod network under a TEE
+// whose launch measurement covers the kernel command line. Cloud
+// Hypervisor has no fw_cfg, so the pod's addresses travel in cc.net= on
+// the command line; under tdx (TDVF measures the command line into
+// RTMR[2]) and snp (the IGVM image decides what of the command line is
+// measured) every pod would then have its own measurement, and a KBS
+// reference value could not cover a guest build. QEMU keeps the addresses
+// in fw_cfg, outside the measurement. Returns nil for tee none; the sim
+// TEE never reaches here on Cloud Hypervisor (refused at config load).
+func podNetworkMeasured(tee vmm.TEEKind) error {
+	var what string
+	switch tee {
+	case vmm.TEETDX:
+		what = "the TD firmware measures it into an RTMR, RTMR[2] with TDVF"
+	case vmm.TEESNP:
+		what = "the IGVM image may measure it"
+	default:
+		return nil
+	}
+	return fmt.Errorf("the pod's addresses would go on the kernel command line (cc.net=), since Cloud Hypervisor has no fw_cfg, and with tee %q that is part of the attested launch (%s): every pod would get its own measurement and no KBS reference value could cover them; use vmm \"qemu\" for CRI pods with a TEE (it passes the addresses in fw_cfg, outside the measurement): %w", tee, what, errdefs.ErrNotImplemented)
+}
+
+// maxCmdline is the longest kernel command line, bytes, that an x86-64
+// Linux guest takes (COMMAND_LINE_SIZE is 2048 with the NUL).
+const maxCmdline = 2047
+
+// setNetParam returns cmdline with every cc.net word (the guest build's
+// default names the QEMU user-mode address) removed and, when nc is not
+// nil, one cc.net=<nc> added at the end. Words are split at spaces outside
+// double quotes, as the kernel does, and kept verbatim. Errors: the result
+// is longer than maxCmdline (errdefs.ErrInvalidArgument), naming both
+// lengths.
+func setNetParam(cmdline string, nc *sysinit.NetConfig) (string, error) {
+	var words []string
+	for _, w := range cmdlineWords(cmdline) {
+		key, _, _ := strings.Cut(strings.ReplaceAll(w, `"`, ""), "=")
+		if key != sysinit.KeyNet {
+			words = append(words, w)
+		}
+	}
+	if nc != nil {
+		words = append(words, sysinit.KeyNet+"="+nc.String())
+	}
+	out := strings.Join(words, " ")
+	if len(out) > maxCmdline {
+		return "", fmt.Errorf("the kernel command line with the pod's %s=%s is %d bytes, more than the %d a guest kernel takes: shorten hypervisor.kernel_cmdline, or give the pod fewer routes, nameservers and search domains: %w",
+			sysinit.KeyNet, nc, len(out), maxCmdline, errdefs.ErrInvalidArgument)
+	}
+	return out, nil
+}
+
+// cmdlineWords splits a kernel command line at spaces and tabs outside
+// double quotes, keeping the quotes.
+func cmdlineWords(s string) []string {
+	var words []string
+	var cur strings.Builder
+	quoted := false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			quoted = !quoted
+			cur.WriteRune(r)
+		case (r == ' ' || r == '\t' || r == '\n') && !quoted:
+			if cur.Len() > 0 {
+				words = append(words, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		words = append(words, cur.String())
+	}
+	return words
 }
 
 // addDNS copies the pod's resolv.conf nameservers and search domains

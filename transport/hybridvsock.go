@@ -95,8 +95,8 @@ func dialHybridVsock(ctx context.Context, path string, port uint32) (net.Conn, e
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, hybridPhaseError(path, port, "connect", "the socket did not accept", ctx.Err())
+		if cerr := ctxEnded(ctx); cerr != nil {
+			return nil, hybridPhaseError(path, port, "connect", "the socket did not accept", cerr)
 		}
 		return nil, fmt.Errorf("connect to hybrid vsock %s: %s (%s): %w", path, errnoText(err), hybridSocketHint(err), err)
 	}
@@ -175,4 +175,17 @@ func hybridHandshake(ctx context.Context, c net.Conn, path string, port uint32) 
 // hybridPhaseError words a handshake that ctx cut short.
 func hybridPhaseError(path string, port uint32, phase, what string, err error) error {
 	return fmt.Errorf("connect to vsock port %d through %s: timed out in phase %q: %s: %w", port, path, phase, what, err)
+}
+
+// ctxEnded returns ctx.Err(), or context.DeadlineExceeded when ctx's
+// deadline has passed but its timer has not fired yet (a dial bounded by
+// that deadline can fail with an i/o timeout in between).
+func ctxEnded(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

@@ -426,7 +426,7 @@ func (c *Containerd) killStrays(t testing.TB) []string {
 		}
 	}
 	for _, p := range procs {
-		if p.IsQEMU() && (p.Mentions(c.address) || p.Mentions(c.namespace)) {
+		if p.IsVMM() && (p.Mentions(c.address) || p.Mentions(c.namespace)) {
 			victims[p.PID] = p
 		}
 	}
@@ -434,7 +434,7 @@ func (c *Containerd) killStrays(t testing.TB) []string {
 	for _, p := range victims {
 		t.Logf("cleanup: killing leftover %s", p)
 		_ = syscall.Kill(p.PID, syscall.SIGKILL)
-		if p.IsQEMU() {
+		if p.IsVMM() {
 			dirs = append(dirs, vmDirsOf(p)...)
 		}
 	}

@@ -137,6 +137,14 @@ func TestShimProcsAndFlags(t *testing.T) {
 	require.True(t, procs[1].IsQEMU())
 	require.False(t, procs[0].IsQEMU())
 	require.Equal(t, []string{"/run/cc/abc"}, vmDirsOf(procs[1]))
+
+	clh := Proc{PID: 16, PPID: 10, Cmdline: []string{"/usr/local/bin/cloud-hypervisor", "--api-socket", "path=/run/cc/def/clh-api.sock"}}
+	require.True(t, clh.IsVMM())
+	require.False(t, clh.IsQEMU())
+	require.True(t, procs[1].IsVMM())
+	require.False(t, procs[0].IsVMM())
+	require.False(t, procs[2].IsVMM())
+	require.Equal(t, []string{"/run/cc/def"}, vmDirsOf(clh))
 }
 
 func TestListProcsSeesSelf(t *testing.T) {

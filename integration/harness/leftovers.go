@@ -16,13 +16,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NoQEMU reports, with t.Errorf, every live qemu-system process whose
-// command line or environment contains one of markers (for example a
-// container ID, a containerd socket path, a namespace or a /run/cc/<hash>
-// directory; a QEMU started by the shim inherits the shim's environment,
-// which holds containerd's GRPC_ADDRESS and NAMESPACE, unless the shim
-// clears it). With no markers every qemu-system process counts. It returns
-// true when there is none.
+// NoQEMU reports, with t.Errorf, every live VMM process (qemu-system or
+// cloud-hypervisor, IsVMM) whose command line or environment contains one
+// of markers (for example a container ID, a containerd socket path, a
+// namespace or a /run/cc/<hash> directory; a VMM started by the shim
+// inherits the shim's environment, which holds containerd's GRPC_ADDRESS
+// and NAMESPACE, unless the shim clears it, and carries
+// COFFER_VM_NAME=coffer-<sandbox id>). With no markers every VMM process
+// counts. It returns true when there is none.
 func NoQEMU(t testing.TB, markers ...string) bool {
 	t.Helper()
 	return report(t, qemuProblems(markers, nil))
@@ -52,8 +53,8 @@ func report(t testing.TB, problems []string) bool {
 	return len(problems) == 0
 }
 
-// qemuProblems lists live QEMU processes naming a marker, leaving out the
-// PIDs in skip.
+// qemuProblems lists live VMM processes (IsVMM) naming a marker, leaving
+// out the PIDs in skip.
 func qemuProblems(markers []string, skip map[int]bool) []string {
 	procs, err := ListProcs()
 	if err != nil {
@@ -61,16 +62,16 @@ func qemuProblems(markers []string, skip map[int]bool) []string {
 	}
 	var out []string
 	for _, p := range procs {
-		if !p.IsQEMU() || p.State == 'Z' || skip[p.PID] {
+		if !p.IsVMM() || p.State == 'Z' || skip[p.PID] {
 			continue
 		}
 		if len(markers) == 0 {
-			out = append(out, fmt.Sprintf("QEMU process %s", p))
+			out = append(out, fmt.Sprintf("VMM process %s", p))
 			continue
 		}
 		for _, m := range markers {
 			if m != "" && p.Mentions(m) {
-				out = append(out, fmt.Sprintf("QEMU process mentioning %q: %s", m, p))
+				out = append(out, fmt.Sprintf("VMM process mentioning %q: %s", m, p))
 				break
 			}
 		}
@@ -128,8 +129,9 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-// vmDirPattern matches a VM state directory named in a QEMU argument
-// (chardev socket paths, -pidfile, console log, ...).
+// vmDirPattern matches a VM state directory named in a VMM argument
+// (QEMU's chardev socket paths, -pidfile, console log, ...; Cloud
+// Hypervisor's --api-socket path=...).
 var vmDirPattern = regexp.MustCompile(regexp.QuoteMeta(VMStateRoot) + `/[^/,=:\s"']+`)
 
 // vmDirsOf returns the distinct VMStateRoot/<name> directories named on
@@ -187,6 +189,6 @@ func VMStateDirs() ([]string, error) {
 	return out, nil
 }
 
-// LiveQEMU lists the live QEMU processes whose command line or environment
-// mentions a marker (see NoQEMU), without failing the test, for polling.
+// LiveQEMU lists the live VMM processes (QEMU or Cloud Hypervisor) whose
+// command line or environment mentions a marker (see NoQEMU), without failing the test, for polling.
 func LiveQEMU(markers ...string) []string { return qemuProblems(markers, nil) }

@@ -34,6 +34,12 @@ func (p Proc) IsQEMU() bool {
 	return len(p.Cmdline) > 0 && strings.HasPrefix(filepath.Base(p.Cmdline[0]), "qemu-system")
 }
 
+// IsVMM reports whether the process runs a VMM the shim starts: a
+// qemu-system-* binary or cloud-hypervisor ($COFFER_VMM=cloud-hypervisor).
+func (p Proc) IsVMM() bool {
+	return p.IsQEMU() || (len(p.Cmdline) > 0 && filepath.Base(p.Cmdline[0]) == "cloud-hypervisor")
+}
+
 // Mentions reports whether s occurs in any argument or environment entry.
 func (p Proc) Mentions(s string) bool {
 	for _, a := range p.Cmdline {

@@ -99,15 +99,22 @@ type ConsoleConfig struct {
 	File string `json:"file,omitempty"`
 }
 
-// NetConfig is one virtio-net device backed by a tap (schema NetConfig).
+// NetConfig is one virtio-net device backed by a tap (schema NetConfig),
+// in vm.create's net list or as the body of PUT /vm.add-net.
 type NetConfig struct {
-	// Tap is the host tap device's name; Cloud Hypervisor opens it, or
-	// creates it when it does not exist (that needs CAP_NET_ADMIN).
+	// Tap is the host tap device's name; Cloud Hypervisor opens it in its
+	// own network namespace, or creates it when it does not exist (that
+	// needs CAP_NET_ADMIN). Empty when the tap is passed as open file
+	// descriptors with vm.add-net (Client.AddNet).
 	Tap string `json:"tap,omitempty"`
 	// MAC is the guest NIC's MAC address; empty means a random one.
 	MAC string `json:"mac,omitempty"`
 	// MTU is the link MTU, bytes; 0 means the tap's.
 	MTU int `json:"mtu,omitempty"`
+	// NumQueues is the number of virtqueues, two (receive and transmit)
+	// per tap queue; 0 means Cloud Hypervisor's default, 2. With tap file
+	// descriptors it must be twice their number.
+	NumQueues int `json:"num_queues,omitempty"`
 }
 
 // VsockConfig is the guest's virtio-vsock device, proxied to a host unix

@@ -71,19 +71,25 @@ func newVM(cfg *Config, devices []string) (*CloudHypervisor, error) {
 // vm.info or other calls.
 func (h *CloudHypervisor) Client() *Client { return h.client }
 
-// Start launches cloud-hypervisor, waits until its API answers vmm.ping,
-// then creates the VM (vm.create) and boots it (vm.boot). ctx bounds only
+// Start launches cloud-hypervisor (in the tap's network namespace when
+// Network.Tap.NetNS is set), waits until its API answers vmm.ping,
+// then creates the VM (vm.create), passes a tap given by file descriptor
+// (vm.add-net, see Config.TapNetConfig) and boots it (vm.boot). ctx bounds only
 // that; pass one with a deadline. cloud-hypervisor's stdout and stderr go to
 // StateDir/stderr.log.
 //
 // Errors: errdefs.ErrFailedPrecondition when already started or stopped;
 // "cloud-hypervisor exited during start (<status>): <stderr tail>" when it
 // exits first; an *APIError (Cloud Hypervisor's own text and status) when
-// vm.create or vm.boot is refused; ctx's error when it ends first. On any
+// vm.create, vm.add-net or vm.boot is refused; ctx's error when it ends first. On any
 // error nothing is left running and the sockets are removed.
 func (h *CloudHypervisor) Start(ctx context.Context) error {
 	// Cloud Hypervisor refuses to bind a socket path that exists.
-	pid, err := h.proc.Start(ctx, vmproc.Command{Path: h.cfg.BinaryPath(), Args: h.args}, func() error {
+	cmd := vmproc.Command{Path: h.cfg.BinaryPath(), Args: h.args}
+	if t := h.cfg.Network.Tap; h.cfg.Network.Mode == vmm.NetworkTap && t != nil {
+		cmd.NetNS = t.NetNS
+	}
+	pid, err := h.proc.Start(ctx, cmd, func() error {
 		if err := h.removeSockets(); err != nil {
 			return fmt.Errorf("remove stale sockets: %w", err)
 		}
@@ -99,6 +105,11 @@ func (h *CloudHypervisor) Start(ctx context.Context) error {
 	}
 	if err := h.call(ctx, func(cctx context.Context) error { return h.client.CreateVM(cctx, h.vmCfg) }); err != nil {
 		return h.abort(ctx, fmt.Errorf("start vm %s: create: %w", h.cfg.Name, err))
+	}
+	if nic, taps := h.cfg.TapNetConfig(); nic != nil {
+		if err := h.call(ctx, func(cctx context.Context) error { return h.client.AddNet(cctx, nic, taps) }); err != nil {
+			return h.abort(ctx, fmt.Errorf("start vm %s: pass tap %s: %w", h.cfg.Name, h.cfg.Network.Tap.Name, err))
+		}
 	}
 	if err := h.call(ctx, h.client.BootVM); err != nil {
 		return h.abort(ctx, fmt.Errorf("start vm %s: boot: %w", h.cfg.Name, err))

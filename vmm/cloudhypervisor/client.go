@@ -1,6 +1,7 @@
 package cloudhypervisor
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,10 +10,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // apiBase is the URL prefix of every endpoint (the schema's server URL). The
@@ -102,6 +106,119 @@ func (c *Client) CreateVM(ctx context.Context, cfg *VmConfig) error {
 // BootVM calls PUT /vm.boot. A 404 (ErrNotFound) means no VM was created.
 func (c *Client) BootVM(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "vm.boot", nil, nil)
+}
+
+// AddNet calls PUT /vm.add-net with cfg and passes taps, open tap queues
+// (/dev/net/tun after TUNSETIFF with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), to
+// Cloud Hypervisor as SCM_RIGHTS ancillary data on the API socket, in the
+// same message as the request: that is the only way its API takes file
+// descriptors (it ignores an "fds" list in the body). Set cfg.NumQueues to
+// twice len(taps). Called between CreateVM and BootVM it adds the NIC
+// cold; on a running VM it hot-plugs it. Cloud Hypervisor keeps its own
+// duplicates, so the caller may close taps afterwards. The files' blocking
+// mode is left as it is.
+//
+// Errors: errdefs.ErrInvalidArgument when taps is empty; an *APIError for
+// a non-2xx answer (400 for a bad config or a file that is no tap, 404 when
+// no VM was created); errdefs.ErrUnavailable when the socket cannot be
+// reached; ctx's error when it ends first.
+func (c *Client) AddNet(ctx context.Context, cfg *NetConfig, taps []*os.File) error {
+	const op = "vm.add-net"
+	if len(taps) == 0 {
+		return fmt.Errorf("cloud-hypervisor %s: no tap file descriptors to pass: give at least one open tap queue: %w", op, errdefs.ErrInvalidArgument)
+	}
+	body, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("cloud-hypervisor %s: encode request: %w", op, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, apiBase+"/"+op, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("cloud-hypervisor %s: %w", op, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Close = true
+	var msg bytes.Buffer
+	if err := req.Write(&msg); err != nil {
+		return fmt.Errorf("cloud-hypervisor %s: encode request: %w", op, err)
+	}
+	fds, err := dupFiles(taps)
+	if err != nil {
+		return fmt.Errorf("cloud-hypervisor %s: %w", op, err)
+	}
+	defer closeAll(fds)
+
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return c.transportError(op, err)
+	}
+	conn := nc.(*net.UnixConn)
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+
+	b := msg.Bytes()
+	n, _, err := conn.WriteMsgUnix(b, unix.UnixRights(fds...), nil)
+	if err == nil && n < len(b) {
+		_, err = conn.Write(b[n:])
+	}
+	if err != nil {
+		return c.exchangeError(ctx, op, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return c.exchangeError(ctx, op, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return &APIError{Op: op, Status: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+	}
+	return nil
+}
+
+// exchangeError is the error for a failed write or read on an API
+// connection: ctx's error when it ended, else a transport error.
+func (c *Client) exchangeError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("cloud-hypervisor %s on %s: %w", op, c.socket, ctx.Err())
+	}
+	return c.transportError(op, err)
+}
+
+// dupFiles duplicates the descriptors of files (close-on-exec) without
+// touching their blocking mode, which os.File.Fd would change.
+func dupFiles(files []*os.File) ([]int, error) {
+	var fds []int
+	for _, f := range files {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			closeAll(fds)
+			return nil, fmt.Errorf("tap file %s: %w", f.Name(), err)
+		}
+		var dupErr error
+		if err := rc.Control(func(fd uintptr) {
+			var nfd int
+			nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+			if dupErr == nil {
+				fds = append(fds, nfd)
+			}
+		}); err != nil {
+			dupErr = err
+		}
+		if dupErr != nil {
+			closeAll(fds)
+			return nil, fmt.Errorf("duplicate tap file %s: %w", f.Name(), dupErr)
+		}
+	}
+	return fds, nil
+}
+
+// closeAll closes fds, ignoring errors.
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // VMInfo calls GET /vm.info. A 404 (ErrNotFound) means no VM was created.

@@ -13,11 +13,10 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/require"
-)
+	"golang.org/x/sys/unix"
 
-// clhErrorBody is the text Cloud Hypervisor's API server sends with a 500
-// (vmm/src/api/http: the error chain of the failed action, as plain text).
-const clhErrorBody = "Error from API: The VM could not boot: Error booting VM: Failed to create the vsock device: Error creating Unix Domain Socket listener: Address in use (os error 98)"
+	"github.com/cofferhq/coffer/vmm/cloudhypervisor/clhtest"
+)
 
 // fakeAPI serves Cloud Hypervisor's API on a unix socket. It validates
 // every request and every response it sends against the OpenAPI schema,
@@ -30,6 +29,8 @@ type fakeAPI struct {
 
 	mu       sync.Mutex
 	created  *VmConfig
+	added    []NetConfig
+	taps     []clhtest.TapFacts
 	state    VmState
 	failBoot bool
 	calls    []string
@@ -37,16 +38,23 @@ type fakeAPI struct {
 
 func newFakeAPI(t *testing.T) *fakeAPI {
 	f := &fakeAPI{t: t, schema: loadSchema(t), path: filepath.Join(t.TempDir(), "api.sock")}
-	l, err := net.Listen("unix", f.path)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: f.path, Net: "unix"})
 	require.NoError(t, err)
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	f.srv.Listener = l
+	f.srv.Listener = clhtest.FDListener{UnixListener: l}
+	clhtest.WithConnContext(f.srv.Config)
 	f.srv.Start()
 	t.Cleanup(f.srv.Close)
 	return f
 }
 
 func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
+	files := clhtest.ReceivedFiles(r)
+	defer func() {
+		for _, file := range files {
+			file.Close()
+		}
+	}()
 	in := f.schema.checkRequest(f.t, r)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -73,6 +81,18 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		require.NoError(f.t, json.NewDecoder(r.Body).Decode(&cfg))
 		f.created, f.state = &cfg, VmCreated
 		reply(http.StatusNoContent, nil)
+	case "/api/v1/vm.add-net":
+		var nc NetConfig
+		require.NoError(f.t, json.NewDecoder(r.Body).Decode(&nc))
+		if f.created == nil {
+			reply(http.StatusNotFound, nil)
+			return
+		}
+		f.added = append(f.added, nc)
+		for _, file := range files {
+			f.taps = append(f.taps, clhtest.DescribeTap(file))
+		}
+		reply(http.StatusNoContent, nil)
 	case "/api/v1/vm.boot":
 		switch {
 		case f.created == nil:
@@ -81,7 +101,7 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 			// The schema lists no 500 for vm.boot; Cloud Hypervisor sends
 			// one with its error text anyway.
 			w.WriteHeader(http.StatusInternalServerError)
-			w.Write([]byte(clhErrorBody + "\n"))
+			w.Write([]byte(clhtest.BootErrorBody + "\n"))
 		default:
 			f.state = VmRunning
 			reply(http.StatusNoContent, nil)
@@ -156,9 +176,9 @@ func TestClientServerError(t *testing.T) {
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, http.StatusInternalServerError, apiErr.Status)
 	require.Equal(t, "vm.boot", apiErr.Op)
-	require.Equal(t, clhErrorBody, apiErr.Body)
+	require.Equal(t, clhtest.BootErrorBody, apiErr.Body)
 	require.ErrorIs(t, err, errdefs.ErrUnknown)
-	require.EqualError(t, err, "cloud-hypervisor vm.boot: HTTP 500 Internal Server Error: "+clhErrorBody)
+	require.EqualError(t, err, "cloud-hypervisor vm.boot: HTTP 500 Internal Server Error: "+clhtest.BootErrorBody)
 }
 
 func TestClientUnreachable(t *testing.T) {
@@ -182,4 +202,64 @@ func TestClientUnreachable(t *testing.T) {
 	require.ErrorIs(t, err, syscall.ECONNREFUSED)
 	require.ErrorIs(t, err, errdefs.ErrUnavailable)
 	require.ErrorContains(t, err, "cloud-hypervisor exited and left a stale socket")
+}
+
+// TestClientAddNetPassesTap sends a tap that lives in another network
+// namespace with vm.add-net: the server receives that very tap (same name,
+// flags and namespace) with a body the schema accepts, and the client's
+// file keeps its non-blocking mode.
+func TestClientAddNetPassesTap(t *testing.T) {
+	tap, _, nsIno := newTapInNetns(t, "cctap7")
+	f := newFakeAPI(t)
+	c := NewClient(f.path)
+	ctx := testCtx(t, 10e9)
+
+	nc := &NetConfig{MAC: "0a:58:0a:63:00:02", MTU: 1450, NumQueues: 2}
+	require.ErrorIs(t, c.AddNet(ctx, nc, []*os.File{tap}), errdefs.ErrNotFound, "vm.add-net before vm.create")
+	require.NoError(t, c.CreateVM(ctx, testConfig(t).VMConfig()))
+	require.NoError(t, c.AddNet(ctx, nc, []*os.File{tap}))
+
+	f.mu.Lock()
+	require.Equal(t, []NetConfig{*nc}, f.added)
+	require.Len(t, f.taps, 1)
+	got := f.taps[0]
+	f.mu.Unlock()
+	require.Empty(t, got.Err)
+	require.Equal(t, "cctap7", got.Name)
+	require.Equal(t, uint16(unix.IFF_TAP|unix.IFF_NO_PI|unix.IFF_VNET_HDR), got.Flags&(unix.IFF_TAP|unix.IFF_NO_PI|unix.IFF_VNET_HDR))
+	require.Equal(t, nsIno, got.NetNS, "the tap stays in its own namespace")
+	host, err := clhtest.ThreadNetNS()
+	require.NoError(t, err)
+	require.NotEqual(t, host, got.NetNS)
+
+	rc, err := tap.SyscallConn()
+	require.NoError(t, err)
+	var flags int
+	require.NoError(t, rc.Control(func(fd uintptr) { flags, err = unix.FcntlInt(fd, unix.F_GETFL, 0) }))
+	require.NoError(t, err)
+	require.NotZero(t, flags&unix.O_NONBLOCK, "AddNet must not switch the caller's tap to blocking mode")
+}
+
+// TestClientAddNetErrors: no descriptors is a caller error; a refusal
+// carries Cloud Hypervisor's status.
+func TestClientAddNetErrors(t *testing.T) {
+	f := newFakeAPI(t)
+	c := NewClient(f.path)
+	ctx := testCtx(t, 10e9)
+	err := c.AddNet(ctx, &NetConfig{NumQueues: 2}, nil)
+	require.ErrorIs(t, err, errdefs.ErrInvalidArgument)
+	require.ErrorContains(t, err, "no tap file descriptors to pass")
+
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	defer w.Close()
+	err = c.AddNet(ctx, &NetConfig{NumQueues: 2}, []*os.File{r})
+	var apiErr *APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, "vm.add-net", apiErr.Op)
+	require.Equal(t, http.StatusNotFound, apiErr.Status)
+
+	err = NewClient(filepath.Join(t.TempDir(), "missing.sock")).AddNet(ctx, &NetConfig{NumQueues: 2}, []*os.File{r})
+	require.ErrorIs(t, err, errdefs.ErrUnavailable)
 }

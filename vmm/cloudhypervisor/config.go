@@ -2,6 +2,7 @@ package cloudhypervisor
 
 import (
 	"encoding/hex"
+	"os"
 	"path/filepath"
 
 	"github.com/cofferhq/coffer/vmm"
@@ -33,8 +34,16 @@ const (
 //   - Agent must be vmm.AgentHybridVsock: vsock {cid: GuestCID, socket:
 //     SocketPath}.
 //   - Network.Mode vmm.NetworkNone adds no NIC; vmm.NetworkTap adds one on
-//     the tap Network.Tap names (Cloud Hypervisor opens it by name). Cloud
-//     Hypervisor has no user-mode network.
+//     Network.Tap. A tap with File set is passed as that open file
+//     descriptor: Start sends it with PUT /vm.add-net (SCM_RIGHTS on the
+//     API socket, see TapNetConfig) between vm.create and vm.boot, so
+//     cloud-hypervisor needs no CAP_NET_ADMIN to open it. A tap with only
+//     Name set goes into vm.create's net list and Cloud Hypervisor opens
+//     it by name. Either way cloud-hypervisor is started in Tap.NetNS, when
+//     set, because it reads the tap's MTU by interface name (to advertise
+//     it to the guest), which resolves only in the tap's namespace; its API
+//     and vsock sockets are path-named unix sockets, which work across
+//     network namespaces. Cloud Hypervisor has no user-mode network.
 //   - TEE tdx sets platform.tdx (Firmware is TDVF or TD-Shim); TEE snp sets
 //     platform.sev_snp with payload.igvm = IGVM and payload.host_data =
 //     TEE.SNP.HostData in hex.
@@ -82,7 +91,7 @@ func (c *Config) VMConfig() *VmConfig {
 	if c.Agent.Kind == vmm.AgentHybridVsock {
 		vc.Vsock = &VsockConfig{CID: int64(c.Agent.GuestCID), Socket: c.Agent.SocketPath}
 	}
-	if t := c.Network.Tap; c.Network.Mode == vmm.NetworkTap && t != nil {
+	if t := c.Network.Tap; c.Network.Mode == vmm.NetworkTap && t != nil && t.File == nil {
 		vc.Net = []NetConfig{{Tap: t.Name, MAC: t.MAC, MTU: t.MTU}}
 	}
 	switch c.TEE.Kind {
@@ -96,4 +105,21 @@ func (c *Config) VMConfig() *VmConfig {
 		}
 	}
 	return vc
+}
+
+// TapNetConfig returns the body of the vm.add-net request Start sends for a
+// tap passed by file descriptor, and the files to pass with it: one open
+// tap queue, so two virtqueues. Tap.MTU is left out of the body: given an
+// MTU, Cloud Hypervisor sets it on the tap by interface name, which fails
+// unless it runs in the tap's namespace; the tap's creator sets the MTU
+// (vmm/tapnet does) and Cloud Hypervisor advertises the tap's own MTU to
+// the guest. It returns nil, nil unless Network.Mode is vmm.NetworkTap
+// with Network.Tap.File set (a tap by name is in VMConfig's net list
+// instead). It assumes c passed Validate.
+func (c *Config) TapNetConfig() (*NetConfig, []*os.File) {
+	t := c.Network.Tap
+	if c.Network.Mode != vmm.NetworkTap || t == nil || t.File == nil {
+		return nil, nil
+	}
+	return &NetConfig{MAC: t.MAC, NumQueues: 2}, []*os.File{t.File}
 }

@@ -59,8 +59,8 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 }
 
 // teeConfigs returns the configurations the schema and golden tests cover,
-// by name: a plain VM, TDX, SNP with host data, and a tap network with
-// shared memory.
+// by name: a plain VM, TDX, SNP with host data, a tap network (by name)
+// with shared memory, and a pod network tap passed by descriptor.
 func teeConfigs(t *testing.T) map[string]*Config {
 	none := testConfig(t)
 	tdx := testConfig(t)
@@ -76,5 +76,14 @@ func teeConfigs(t *testing.T) map[string]*Config {
 	tap.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{Name: "cctap0", MAC: "52:54:00:12:34:56", MTU: 1500}}
 	tap.SharedMemory = true
 	tap.VCPUs = 2
-	return map[string]*Config{"none": none, "tdx": tdx, "snp": snp, "tap": tap}
+	// A pod network tap passed by descriptor: VMConfig and TapNetConfig
+	// never read the file, so a pipe stands in for the tap here.
+	tapfd := testConfig(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	tapfd.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{Name: "tap0_cc", File: r, MAC: "0a:58:0a:63:00:02", MTU: 1450}}
+	return map[string]*Config{"none": none, "tdx": tdx, "snp": snp, "tap": tap, "tapfd": tapfd}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -85,6 +86,36 @@ func TestVMConfigMatchesSchema(t *testing.T) {
 			require.NoError(t, ref.Value.VisitJSON(v, openapi3.MultiErrors()), "%s", b)
 		})
 	}
+}
+
+// TestAddNetBodyMatchesSchema validates the vm.add-net body Start sends for
+// a tap passed by descriptor against the schema's NetConfig, and checks
+// that such a tap stays out of vm.create's net list.
+func TestAddNetBodyMatchesSchema(t *testing.T) {
+	s := loadSchema(t)
+	ref := s.doc.Components.Schemas["NetConfig"]
+	require.NotNil(t, ref, "schema NetConfig")
+	cfg := teeConfigs(t)["tapfd"]
+	require.Empty(t, cfg.VMConfig().Net, "a tap passed by descriptor is not in vm.create")
+	nc, files := cfg.TapNetConfig()
+	require.NotNil(t, nc)
+	require.Equal(t, []*os.File{cfg.Network.Tap.File}, files)
+	require.Equal(t, 2*len(files), nc.NumQueues, "two virtqueues per tap queue")
+	require.Empty(t, nc.Tap, "no tap name: Cloud Hypervisor must not open one in its own namespace")
+	b, err := jsonOf(nc)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"mac":"0a:58:0a:63:00:02","num_queues":2}`, string(b), "no mtu: Cloud Hypervisor would set it by interface name")
+	var v any
+	require.NoError(t, decodeJSON(b, &v))
+	require.NoError(t, ref.Value.VisitJSON(v, openapi3.MultiErrors()), "%s", b)
+	// The route exists and takes that body.
+	req, err := http.NewRequest(http.MethodPut, apiBase+"/vm.add-net", bytes.NewReader(b))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	s.checkRequest(t, req)
+
+	byName, _ := teeConfigs(t)["tap"].TapNetConfig()
+	require.Nil(t, byName, "a tap by name needs no vm.add-net")
 }
 
 // TestSchemaRejectsBadBodies makes sure the validation above can fail: a

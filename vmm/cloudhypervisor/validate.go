@@ -30,6 +30,8 @@ func hypervisorDevices() []string { return []string{"/dev/kvm", "/dev/mshv"} }
 // Refused combinations, with the reason:
 //   - Accel tcg: Cloud Hypervisor needs KVM or MSHV.
 //   - Network.Mode user, and guest forwards: no user-mode network; use tap.
+//   - Network.Tap with neither File (passed with vm.add-net) nor Name, or
+//     with a NetNS that does not exist (errdefs.ErrNotFound).
 //   - Agent kinds vsock (vhost-vsock) and virtio-serial: Cloud Hypervisor
 //     has neither; use vmm.AgentHybridVsock.
 //   - FWCfg entries and TEE kind sim: fw_cfg items are a QEMU feature here
@@ -146,11 +148,13 @@ func (v *validator) checkTap(t *vmm.Tap) {
 		v.add(errdefs.ErrInvalidArgument, "network mode tap needs Network.Tap: give the host tap device's name")
 		return
 	}
-	if t.File != nil {
-		v.add(errdefs.ErrInvalidArgument, "Network.Tap.File is set, but Cloud Hypervisor's vm.create takes a tap by name only (tap file descriptors go over SCM_RIGHTS with vm.add-net, which Coffer does not use): give the tap's name and run cloud-hypervisor in the tap's network namespace")
+	if t.File == nil && t.Name == "" {
+		v.add(errdefs.ErrInvalidArgument, "Network.Tap has neither File nor Name: pass the open tap queue in File (sent with vm.add-net), or name a tap in cloud-hypervisor's network namespace such as \"cctap0\"")
 	}
-	if t.Name == "" {
-		v.add(errdefs.ErrInvalidArgument, "Network.Tap.Name is empty, but Cloud Hypervisor opens the tap by name: give one such as \"cctap0\"")
+	if t.NetNS != "" {
+		if _, err := os.Stat(t.NetNS); err != nil {
+			v.add(errdefs.ErrNotFound, "Network.Tap.NetNS %s, the network namespace to start cloud-hypervisor in: %v: the pod's namespace is gone (was the pod removed?); recreate the pod", t.NetNS, err)
+		}
 	}
 	v.addErr(vmm.CheckTapFields(t))
 }

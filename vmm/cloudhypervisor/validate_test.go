@@ -1,7 +1,6 @@
 package cloudhypervisor
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,9 +36,12 @@ func TestValidateRefuses(t *testing.T) {
 		{"bad tap", func(c *Config) {
 			c.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{Name: "a-name-far-too-long", MAC: "zz", MTU: 20}}
 		}, errdefs.ErrInvalidArgument, `Network.Tap.Name "a-name-far-too-long" is not an interface name`},
-		{"tap file", func(c *Config) {
-			c.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{Name: "cctap0", File: os.Stdin}}
-		}, errdefs.ErrInvalidArgument, "Cloud Hypervisor's vm.create takes a tap by name only"},
+		{"tap without file or name", func(c *Config) {
+			c.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{MAC: "0a:58:0a:58:00:05"}}
+		}, errdefs.ErrInvalidArgument, "Network.Tap has neither File nor Name"},
+		{"tap netns gone", func(c *Config) {
+			c.Network = vmm.Network{Mode: vmm.NetworkTap, Tap: &vmm.Tap{Name: "tap0_cc", NetNS: "/var/run/netns/cni-gone"}}
+		}, errdefs.ErrNotFound, "Network.Tap.NetNS /var/run/netns/cni-gone, the network namespace to start cloud-hypervisor in"},
 		{"tap without tap mode", func(c *Config) { c.Network.Tap = &vmm.Tap{Name: "cctap0"} }, errdefs.ErrInvalidArgument,
 			`Network.Tap "cctap0" is set but network mode is ""`},
 		{"virtio-serial agent", func(c *Config) { c.Agent = vmm.Agent{Kind: vmm.AgentVirtioSerial, SocketPath: "/run/cc/x/agent.sock"} },

@@ -8,9 +8,10 @@
 // addresses (Endpoint.Guest), so to the pod network the VM is the pod.
 //
 // The tap is opened from inside the namespace and handed back as an open
-// file (/dev/net/tun with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), for QEMU to
-// inherit (vmm.Tap.File, "-netdev tap,fd=3"): QEMU itself stays in the
-// host network namespace. The tap is not persistent: it goes away when the
+// file (/dev/net/tun with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR) for the VMM
+// (vmm.Tap.File): QEMU inherits it ("-netdev tap,fd=3"), Cloud Hypervisor
+// receives it over its API socket (vm.add-net with SCM_RIGHTS). The VMM
+// itself stays in the host network namespace. The tap is not persistent: it goes away when the
 // last file on it is closed, and Teardown removes it and the filters
 // explicitly.
 package tapnet
@@ -98,9 +99,9 @@ type Endpoint struct {
 }
 
 // VMMTap returns the tap for vmm.Network{Mode: vmm.NetworkTap, Tap: ...}:
-// the open file, the tap's name, the veth's MAC and MTU.
+// the open file, the tap's name and namespace, the veth's MAC and MTU.
 func (e *Endpoint) VMMTap() *vmm.Tap {
-	t := &vmm.Tap{Name: e.TapName, File: e.Tap, MTU: e.Guest.MTU}
+	t := &vmm.Tap{Name: e.TapName, File: e.Tap, NetNS: e.NetNSPath, MTU: e.Guest.MTU}
 	if e.Guest.MAC != nil {
 		t.MAC = e.Guest.MAC.String()
 	}

@@ -19,6 +19,12 @@ import (
 // them by it.
 const StateDirEnv = "COFFER_VMM_STATE_DIR"
 
+// VMNameEnv is the environment variable every VMM started by Start
+// carries, set to its VM's name (Spec.VM, "coffer-<sandbox id>" in the
+// shim), so that ps and tests can tell which pod a VMM belongs to even
+// when, like cloud-hypervisor, it has no name on its command line.
+const VMNameEnv = "COFFER_VM_NAME"
+
 // KillWait bounds how long this package waits for a SIGKILLed process to
 // exit; only a process stuck in uninterruptible I/O takes longer.
 const KillWait = 5 * time.Second

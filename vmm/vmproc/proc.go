@@ -26,6 +26,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,6 +54,11 @@ type Command struct {
 	// ExtraFiles become the child's file descriptors 3, 4, ... (QEMU's
 	// -netdev tap,fd=3); the caller keeps its copies.
 	ExtraFiles []*os.File
+	// NetNS is the network namespace to start the process in: a
+	// bind-mounted file such as /var/run/netns/cni-<uuid>, or
+	// /proc/<pid>/ns/net. Empty means the caller's. Start enters it only
+	// on the pinned thread that forks the process, and leaves it again.
+	NetNS string
 }
 
 // Proc is one VMM process. Create it with New; it starts at most once.
@@ -79,13 +85,15 @@ func New(spec Spec) *Proc {
 
 // Start runs prepare (when not nil; backends remove stale sockets there),
 // truncates Spec.StderrLog and starts cmd with it as stdout and stderr, the
-// environment entry Tag(StateDir) added, in a new process group and with
-// Pdeathsig SIGKILL. It returns the pid once the process runs; ctx is only
-// checked before the launch.
+// environment entries Tag(StateDir) and VMNameEnv=<VM> added, in a new
+// process group, with Pdeathsig SIGKILL and in the network namespace
+// cmd.NetNS names, if any. It returns the pid once the process runs; ctx is
+// only checked before the launch.
 //
 // Errors, all "start vm <VM>: ...": errdefs.ErrFailedPrecondition when Start
 // already ran or Stop ran; ctx's error; prepare's error; "create <Program>
-// stderr log: ..."; "run <Path>: ..." when exec fails. After an error
+// stderr log: ..."; "run <Path>: ..." when the network namespace cannot be
+// entered or exec fails. After an error
 // nothing runs and the Proc cannot start again.
 func (p *Proc) Start(ctx context.Context, cmd Command, prepare func() error) (int, error) {
 	p.startMu.Lock()
@@ -118,14 +126,14 @@ func (p *Proc) Start(ctx context.Context, cmd Command, prepare func() error) (in
 		return 0, fmt.Errorf("start vm %s: create %s stderr log: %w", p.spec.VM, p.spec.Program, err)
 	}
 	c := exec.Command(cmd.Path, cmd.Args...)
-	c.Env = append(os.Environ(), Tag(p.spec.StateDir))
+	c.Env = append(os.Environ(), Tag(p.spec.StateDir), VMNameEnv+"="+p.spec.VM)
 	c.Stdout = out // a file: no copying goroutine, nothing lost at exit
 	c.Stderr = out
 	c.ExtraFiles = cmd.ExtraFiles
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	started := make(chan error, 1)
-	go p.run(c, out, log.G(ctx).WithField("vm", p.spec.VM), started)
+	go p.run(c, cmd.NetNS, out, log.G(ctx).WithField("vm", p.spec.VM), started)
 	if err := <-started; err != nil {
 		out.Close()
 		p.markStopped()
@@ -137,11 +145,23 @@ func (p *Proc) Start(ctx context.Context, cmd Command, prepare func() error) (in
 // run starts cmd and supervises it until it is reaped. It keeps its
 // goroutine locked to one OS thread for the process's whole life, because
 // Pdeathsig fires when the creating thread (not process) exits, and Go may
-// retire an idle thread.
-func (p *Proc) run(cmd *exec.Cmd, out *os.File, logger *log.Entry, started chan<- error) {
+// retire an idle thread. With netnsPath set, the thread enters that
+// network namespace just for the fork (startIn).
+func (p *Proc) run(cmd *exec.Cmd, netnsPath string, out *os.File, logger *log.Entry, started chan<- error) {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := cmd.Start(); err != nil {
+	home := true
+	defer func() {
+		if home {
+			runtime.UnlockOSThread()
+		} // else the thread exits with this goroutine
+	}()
+	var err error
+	if netnsPath == "" {
+		err = cmd.Start()
+	} else {
+		home, err = startIn(netnsPath, cmd, logger)
+	}
+	if err != nil {
 		started <- err
 		return
 	}
@@ -162,7 +182,7 @@ func (p *Proc) run(cmd *exec.Cmd, out *os.File, logger *log.Entry, started chan<
 	if _, err := KillTagged(p.spec.StateDir); err != nil {
 		logger.WithError(err).Warnf("kill %s's detached helpers", p.spec.Program)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	out.Close()
 
 	p.mu.Lock()
@@ -174,6 +194,34 @@ func (p *Proc) run(cmd *exec.Cmd, out *os.File, logger *log.Entry, started chan<
 		logger.WithError(err).Debugf("%s exited", p.spec.Program)
 	}
 	close(p.exited)
+}
+
+// startIn starts cmd from the calling (locked) thread switched into the
+// network namespace at path, then switches the thread back. It reports
+// whether the thread is back in its own namespace; when it is not, the
+// caller must not unlock it. Errors: "open network namespace <path>: ...",
+// "enter network namespace <path>: ..." (nothing started then), or
+// cmd.Start's.
+func startIn(path string, cmd *exec.Cmd, logger *log.Entry) (home bool, err error) {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return true, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer target.Close()
+	orig, err := netns.Get()
+	if err != nil {
+		return true, fmt.Errorf("get the current network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		return true, fmt.Errorf("enter network namespace %s: %w", path, err)
+	}
+	err = cmd.Start()
+	if rerr := netns.Set(orig); rerr != nil {
+		logger.WithError(rerr).Warn("could not leave the network namespace the VMM was started in; retiring the thread with the VMM")
+		return false, err
+	}
+	return true, err
 }
 
 // classifyExit turns cmd.Wait's error into ExitError's value. p.mu is held.

@@ -51,6 +51,7 @@ func TestStartStopKills(t *testing.T) {
 	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	require.NoError(t, err)
 	require.True(t, bytes.Contains(env, []byte(Tag(spec.StateDir)+"\x00")), "environment carries %s", Tag(spec.StateDir))
+	require.True(t, bytes.Contains(env, []byte("\x00"+VMNameEnv+"="+spec.VM+"\x00")), "environment carries the VM name %s", spec.VM)
 	require.FileExists(t, spec.StderrLog)
 	select {
 	case <-p.Exited():
@@ -74,6 +75,31 @@ func TestStartStopKills(t *testing.T) {
 	require.NoError(t, p.Stop(testCtx(t, time.Second), time.Second, noQuit, noRemove), "Stop is idempotent")
 	_, err = p.Start(testCtx(t, time.Second), Command{Path: "sleep", Args: []string{"60"}}, nil)
 	require.ErrorIs(t, err, errdefs.ErrFailedPrecondition)
+}
+
+// TestStartInNetns starts the process in another network namespace; the
+// starting side stays in its own.
+func TestStartInNetns(t *testing.T) {
+	_, nsPath, nsIno := vmproctest.NewNetNS(t)
+	before, err := vmproctest.NetNSInode("/proc/thread-self/ns/net")
+	require.NoError(t, err)
+	p, _ := newProc(t)
+	pid, err := p.Start(testCtx(t, 5*time.Second), Command{Path: "sleep", Args: []string{"60"}, NetNS: nsPath}, nil)
+	require.NoError(t, err)
+	got, err := vmproctest.NetNSInode("/proc/" + strconv.Itoa(pid) + "/ns/net")
+	require.NoError(t, err)
+	require.Equal(t, nsIno, got, "the process runs in the namespace it was given")
+	after, err := vmproctest.NetNSInode("/proc/thread-self/ns/net")
+	require.NoError(t, err)
+	require.Equal(t, before, after)
+	require.NotEqual(t, nsIno, after)
+	require.NoError(t, p.Stop(testCtx(t, 5*time.Second), 0, noQuit, noRemove))
+
+	missing := filepath.Join(t.TempDir(), "no-netns")
+	p2, _ := newProc(t)
+	_, err = p2.Start(testCtx(t, 5*time.Second), Command{Path: "sleep", Args: []string{"60"}, NetNS: missing}, nil)
+	require.ErrorContains(t, err, "start vm test: run sleep: open network namespace "+missing)
+	require.Zero(t, p2.Pid(), "nothing started")
 }
 
 func TestStopGraceful(t *testing.T) {

@@ -1,16 +1,22 @@
 // Package vmproctest holds test helpers for VMM process handling (package
 // vmproc and the backends built on it): a stand-in for a VMM's detached
-// helper, and checks of how a process ended.
+// helper, checks of how a process ended, and network namespaces to start
+// a VMM in.
 package vmproctest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // StartDetached starts `sleep 60` the way libslirp starts a QEMU guestfwd
@@ -67,4 +73,85 @@ func ProcState(pid int) string {
 func Alive(pid int) bool {
 	st := ProcState(pid)
 	return st != "" && st != "Z"
+}
+
+// NewNetNS creates a network namespace and returns a handle to it, a path
+// that opens it (/proc/<pid>/fd/<handle>, valid while the handle is open)
+// and its inode number. The calling goroutine's thread is not moved. It
+// skips the test when not root; Cleanup closes the handle, which frees the
+// namespace once nothing else uses it.
+func NewNetNS(t testing.TB) (ns netns.NsHandle, path string, ino uint64) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	type result struct {
+		ns  netns.NsHandle
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.New() // switches this thread
+		// Unlock only once back home; otherwise the thread exits with
+		// this goroutine instead of running others in ns.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- result{ns, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("create a network namespace: %v", r.err)
+	}
+	t.Cleanup(func() { r.ns.Close() })
+	ino, err := NetNSInode(fmt.Sprintf("/proc/self/fd/%d", int(r.ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.ns, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(r.ns)), ino
+}
+
+// InNetNS runs f on a locked OS thread switched into ns, switches back and
+// returns f's error, or the error entering ns. The thread returns to the
+// scheduler only once back in its own namespace.
+func InNetNS(ns netns.NsHandle, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- fmt.Errorf("get the current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		err = f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
+	}()
+	return <-done
+}
+
+// NetNSInode returns the inode number of the network namespace file at
+// path, such as /proc/<pid>/ns/net: two processes share a namespace when
+// their inodes are equal.
+func NetNSInode(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("stat network namespace %s: %w", path, err)
+	}
+	return st.Ino, nil
 }
